@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+/// Errors of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid bus config: {0}")]
+    Config(String),
+    #[error("bus i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the bus log is unusable after an earlier write failure ({0}); restart to recover")]
+    Poisoned(String),
+    #[error("the bus is closed")]
+    Closed,
+    #[error("invalid consumer group name {0:?}: use 1-200 of [A-Za-z0-9._-], not starting with '.'")]
+    InvalidGroup(String),
+    #[error("consumer group {0:?} already has a member on this embedded bus")]
+    GroupBusy(String),
+    #[error("corrupt bus data in {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: {context}: {source}")]
+    KafkaContext {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("record of {size} bytes exceeds the limit of {limit} bytes")]
+    RecordTooLarge { size: usize, limit: usize },
+}
+
+/// The bus's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,208 @@
+//! The `sextant` binary: command line, configuration and wiring. No business logic lives here;
+//! each component is a library crate that this file starts and stops.
+
+mod config;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, LogFormat};
+use crate::server::Readiness;
+
+/// Metrics, logs, traces, alerts and autoscaling for container clusters, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "sextant", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every component in one process (the embedded all-in-one mode).
+    ///
+    /// Needs no other service: the bus is an embedded log under the data directory, and one HTTP
+    /// port serves every API. Prints the address it bound on standard output.
+    Run(RunArgs),
+    /// Prints or checks configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// YAML configuration file; without one, the defaults (see `sextant config example`).
+    #[arg(long, short = 'c', env = "SEXTANT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides server.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address, host:port; port 0 picks a free one (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Prints a complete, commented example configuration (every key at its default).
+    Example,
+    /// Validates a configuration file, with SEXTANT__* environment overrides applied; exits 2
+    /// naming the offending key when it is invalid.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Exit code for a configuration that was refused (as for a bad command line).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { file }) => match load_config(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run(args) => {
+            let mut config = match load_config(args.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(dir) = args.data_dir {
+                config.server.data_dir = dir;
+            }
+            if let Some(listen) = args.listen {
+                config.server.listen = listen;
+            }
+            if let Err(e) = config.validate() {
+                eprintln!("error: command line: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("sextant")
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "sextant stopped on an error");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
+    Config::load(path, std::env::vars())
+}
+
+fn init_logging(config: &Config) {
+    // Validated already; the fallback only guards against a filter that parses differently here.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The all-in-one process: opens the data directory and the bus, serves HTTP until SIGINT or
+/// SIGTERM, then stops accepting, drains requests and makes everything accepted durable.
+async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    server::register_process_metrics();
+
+    let bus = bus::open(&config.bus, data_dir)
+        .await
+        .context("opening the bus")?;
+
+    let readiness = Readiness::default();
+    let app = server::router(readiness.clone());
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // The one line on standard output: scripts and tests read the bound port from it.
+    println!("sextant listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %data_dir.display(), bus = bus.kind(), "sextant ready");
+    readiness.set(true);
+
+    let shutdown = {
+        let readiness = readiness.clone();
+        async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down: draining requests, flushing accepted data");
+            readiness.set(false);
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+
+    bus.close().await.context("flushing the bus")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Resolves with the name of the first of SIGINT or SIGTERM to arrive.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops sextant");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
