@@ -163,7 +163,11 @@ impl Config {
             }
             ConfigError::Invalid {
                 origin: origin.clone(),
-                key: if key == "." { "(top level)".to_owned() } else { key },
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -275,7 +279,10 @@ mod tests {
             }
             match section {
                 "embedded" => {}
-                "kafka" => out.push(line.strip_prefix("  # ").map_or(line.to_owned(), |l| format!("  {l}"))),
+                "kafka" => out.push(
+                    line.strip_prefix("  # ")
+                        .map_or(line.to_owned(), |l| format!("  {l}")),
+                ),
                 _ => out.push(line.to_owned()),
             }
         }
@@ -294,9 +301,13 @@ mod tests {
             .to_string();
         assert!(err.contains("f.yaml"), "{err}");
         assert!(err.contains("listne"), "{err}");
-        let err = Config::from_yaml("f.yaml", "bus:\n  embedded:\n    segment_bytes: lots\n", no_env())
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_yaml(
+            "f.yaml",
+            "bus:\n  embedded:\n    segment_bytes: lots\n",
+            no_env(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bus.embedded.segment_bytes"), "{err}");
         let err = Config::from_yaml("f.yaml", "bus:\n  rabbit: {}\n", no_env())
             .unwrap_err()
@@ -323,8 +334,14 @@ mod tests {
     #[test]
     fn environment_overrides_keys() {
         let env = vec![
-            ("SEXTANT__SERVER__LISTEN".to_owned(), "0.0.0.0:1234".to_owned()),
-            ("SEXTANT__BUS__EMBEDDED__RETENTION".to_owned(), "6h".to_owned()),
+            (
+                "SEXTANT__SERVER__LISTEN".to_owned(),
+                "0.0.0.0:1234".to_owned(),
+            ),
+            (
+                "SEXTANT__BUS__EMBEDDED__RETENTION".to_owned(),
+                "6h".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let config = Config::from_yaml("f.yaml", "log:\n  format: json\n", env).unwrap();

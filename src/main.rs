@@ -4,6 +4,7 @@
 mod config;
 mod server;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -131,6 +132,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
@@ -165,7 +167,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let readiness = readiness.clone();
         async move {
             let signal = shutdown_signal().await;
-            tracing::info!(signal, "shutting down: draining requests, flushing accepted data");
+            tracing::info!(
+                signal,
+                "shutting down: draining requests, flushing accepted data"
+            );
             readiness.set(false);
         }
     };

@@ -235,7 +235,10 @@ pub struct EmbeddedProducer {
 }
 
 impl EmbeddedProducer {
-    async fn request(&self, make: impl FnOnce(oneshot::Sender<Result<()>>) -> Command) -> Result<()> {
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<()>>) -> Command,
+    ) -> Result<()> {
         let (ack, done) = oneshot::channel();
         self.tx.send(make(ack)).await.map_err(|_| Error::Closed)?;
         done.await.map_err(|_| Error::Closed)?
@@ -420,9 +423,7 @@ impl Consumer for EmbeddedConsumer {
                 return Ok(Vec::new());
             }
             let changed = futures::future::select_all(
-                self.cursors
-                    .iter_mut()
-                    .map(|c| c.end_rx.changed().boxed()),
+                self.cursors.iter_mut().map(|c| c.end_rx.changed().boxed()),
             );
             let woke = match tokio::time::timeout_at(deadline, changed).await {
                 Err(_elapsed) => return Ok(Vec::new()),

@@ -15,7 +15,9 @@ pub enum Error {
     Poisoned(String),
     #[error("the bus is closed")]
     Closed,
-    #[error("invalid consumer group name {0:?}: use 1-200 of [A-Za-z0-9._-], not starting with '.'")]
+    #[error(
+        "invalid consumer group name {0:?}: use 1-200 of [A-Za-z0-9._-], not starting with '.'"
+    )]
     InvalidGroup(String),
     #[error("consumer group {0:?} already has a member on this embedded bus")]
     GroupBusy(String),

@@ -25,9 +25,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{
-    COMMITS, CONSUMED_RECORDS, PRODUCE_ERRORS, PRODUCED_BYTES, PRODUCED_RECORDS,
-};
+use crate::metrics::{COMMITS, CONSUMED_RECORDS, PRODUCE_ERRORS, PRODUCED_BYTES, PRODUCED_RECORDS};
 use crate::{Bus, Consumer, Delivery, Error, Producer, Record, Result, Topic, check_group};
 
 /// Compression codec of produced batches.
@@ -101,7 +99,10 @@ impl KafkaConfig {
             return Err("bus.kafka.brokers: must name at least one broker".to_owned());
         }
         if self.partitions < 1 {
-            return Err(format!("bus.kafka.partitions: {} is below 1", self.partitions));
+            return Err(format!(
+                "bus.kafka.partitions: {} is below 1",
+                self.partitions
+            ));
         }
         if self.replication_factor < 1 {
             return Err(format!(
@@ -276,9 +277,7 @@ impl Bus for KafkaBus {
             .map(|t| (self.config.topic_name(*t), *t))
             .collect();
         let subscribe: Vec<&str> = names.keys().map(String::as_str).collect();
-        consumer
-            .subscribe(&subscribe)
-            .map_err(ctx("subscribing"))?;
+        consumer.subscribe(&subscribe).map_err(ctx("subscribing"))?;
         Ok(Box::new(KafkaConsumer {
             consumer: Arc::new(consumer),
             group: group.to_owned(),
@@ -319,7 +318,9 @@ impl Producer for KafkaProducer {
         let mut failure = None;
         for r in &records {
             loop {
-                let record = FutureRecord::to(name).key(&r.key[..]).payload(&r.payload[..]);
+                let record = FutureRecord::to(name)
+                    .key(&r.key[..])
+                    .payload(&r.payload[..]);
                 match self.producer.send_result(record) {
                     Ok(d) => {
                         deliveries.push(d);
@@ -421,14 +422,19 @@ impl Consumer for KafkaConsumer {
             let Some(topic) = self.names.get(message.topic()).copied() else {
                 continue;
             };
-            self.pending
-                .insert((message.topic().to_owned(), message.partition()), message.offset());
+            self.pending.insert(
+                (message.topic().to_owned(), message.partition()),
+                message.offset(),
+            );
             out.push(Delivery {
                 topic,
                 partition: message.partition(),
                 offset: message.offset(),
                 timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                key: message.key().map(Bytes::copy_from_slice).unwrap_or_default(),
+                key: message
+                    .key()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default(),
                 payload: message
                     .payload()
                     .map(Bytes::copy_from_slice)
@@ -461,7 +467,9 @@ impl Consumer for KafkaConsumer {
             .map_err(|_| Error::Closed)?
             .map_err(ctx("committing offsets"));
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        COMMITS.with_label_values(&["kafka", &self.group, outcome]).inc();
+        COMMITS
+            .with_label_values(&["kafka", &self.group, outcome])
+            .inc();
         // On failure (e.g. a rebalance took the partitions) the records are re-delivered to
         // whoever owns them now: at least once.
         self.pending.clear();

@@ -37,7 +37,13 @@ pub(crate) struct StoredRecord {
 }
 
 /// Appends the encoding of one record to `buf`.
-pub(crate) fn encode(buf: &mut Vec<u8>, offset: u64, timestamp_ms: i64, key: &[u8], payload: &[u8]) {
+pub(crate) fn encode(
+    buf: &mut Vec<u8>,
+    offset: u64,
+    timestamp_ms: i64,
+    key: &[u8],
+    payload: &[u8],
+) {
     let body_len = BODY_FIXED_BYTES + key.len() + payload.len();
     let start = buf.len();
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -271,7 +277,10 @@ impl SegmentReader {
                 if r.offset != self.next {
                     return Err(Error::Corrupt {
                         path: self.path.clone(),
-                        reason: format!("found offset {} where {} was expected", r.offset, self.next),
+                        reason: format!(
+                            "found offset {} where {} was expected",
+                            r.offset, self.next
+                        ),
                     });
                 }
                 self.next += 1;
@@ -297,7 +306,13 @@ mod tests {
     fn write_records(path: &Path, base: u64, n: u64) -> Vec<u8> {
         let mut buf = Vec::new();
         for i in 0..n {
-            encode(&mut buf, base + i, i as i64, format!("k{i}").as_bytes(), &vec![i as u8; i as usize]);
+            encode(
+                &mut buf,
+                base + i,
+                i as i64,
+                format!("k{i}").as_bytes(),
+                &vec![i as u8; i as usize],
+            );
         }
         File::create(path).unwrap().write_all(&buf).unwrap();
         buf

@@ -10,7 +10,10 @@ fn small() -> EmbeddedConfig {
 }
 
 fn rec(i: u32) -> Record {
-    Record::new(format!("k{}", i % 7), format!("payload-{i:06}-{}", "x".repeat(100)))
+    Record::new(
+        format!("k{}", i % 7),
+        format!("payload-{i:06}-{}", "x".repeat(100)),
+    )
 }
 
 async fn drain(c: &mut dyn Consumer) -> Vec<Delivery> {
@@ -71,15 +74,27 @@ async fn topics_are_separate_and_polled_fairly() {
     let dir = tempfile::tempdir().unwrap();
     let bus = EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap();
     let p = bus.producer().unwrap();
-    p.send(Topic::Metrics, (0..10).map(rec).collect()).await.unwrap();
-    p.send(Topic::Spans, (100..103).map(rec).collect()).await.unwrap();
+    p.send(Topic::Metrics, (0..10).map(rec).collect())
+        .await
+        .unwrap();
+    p.send(Topic::Spans, (100..103).map(rec).collect())
+        .await
+        .unwrap();
     let mut c = bus
         .consumer("g", &[Topic::Metrics, Topic::Spans])
         .await
         .unwrap();
     let all = drain(c.as_mut()).await;
-    let metrics: Vec<_> = all.iter().filter(|d| d.topic == Topic::Metrics).cloned().collect();
-    let spans: Vec<_> = all.iter().filter(|d| d.topic == Topic::Spans).cloned().collect();
+    let metrics: Vec<_> = all
+        .iter()
+        .filter(|d| d.topic == Topic::Metrics)
+        .cloned()
+        .collect();
+    let spans: Vec<_> = all
+        .iter()
+        .filter(|d| d.topic == Topic::Spans)
+        .cloned()
+        .collect();
     assert_eq!(payload_ids(&metrics), (0..10).collect::<Vec<_>>());
     assert_eq!(payload_ids(&spans), vec![100, 101, 102]);
     let mut logs = bus.consumer("logs-only", &[Topic::Logs]).await.unwrap();
@@ -91,7 +106,12 @@ async fn poll_wakes_when_records_arrive_and_times_out_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let bus = EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap();
     let mut c = bus.consumer("g", &[Topic::Events]).await.unwrap();
-    assert!(c.poll(10, Duration::from_millis(20)).await.unwrap().is_empty());
+    assert!(
+        c.poll(10, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let p = bus.producer().unwrap();
     let sender = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -111,7 +131,10 @@ async fn close_flushes_everything_accepted() {
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let p = p.clone();
-            tokio::spawn(async move { p.send(Topic::Metrics, (i * 10..i * 10 + 10).map(rec).collect()).await })
+            tokio::spawn(async move {
+                p.send(Topic::Metrics, (i * 10..i * 10 + 10).map(rec).collect())
+                    .await
+            })
         })
         .collect();
     tokio::task::yield_now().await;
@@ -124,7 +147,10 @@ async fn close_flushes_everything_accepted() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(matches!(p.send(Topic::Metrics, vec![rec(0)]).await, Err(Error::Closed)));
+    assert!(matches!(
+        p.send(Topic::Metrics, vec![rec(0)]).await,
+        Err(Error::Closed)
+    ));
     drop(bus);
     let bus = EmbeddedBus::open(dir.path(), EmbeddedConfig::default()).unwrap();
     let mut c = bus.consumer("g", &[Topic::Metrics]).await.unwrap();
@@ -148,7 +174,10 @@ async fn one_member_per_group_and_one_process_per_dir() {
         Err(Error::InvalidGroup(_))
     ));
     let second = EmbeddedBus::open(dir.path(), EmbeddedConfig::default());
-    assert!(second.is_err(), "a second open of the same bus dir must fail");
+    assert!(
+        second.is_err(),
+        "a second open of the same bus dir must fail"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +203,10 @@ async fn retention_by_size_drops_old_segments_and_counts_unconsumed() {
     }
     let segs = bus.inner.topics[&Topic::Logs].segments();
     let total: u64 = segs.iter().map(|s| s.bytes).sum();
-    assert!(total <= ByteSize::kib(16).as_u64() + ByteSize::kib(4).as_u64(), "{total}");
+    assert!(
+        total <= ByteSize::kib(16).as_u64() + ByteSize::kib(4).as_u64(),
+        "{total}"
+    );
     assert!(segs[0].base > 0, "oldest segments must be gone");
     let expired = crate::metrics::EXPIRED_UNCONSUMED
         .with_label_values(&["logs", "slow"])
@@ -193,10 +225,18 @@ fn config_validation_names_the_key() {
         segment_bytes: ByteSize::b(10),
         ..EmbeddedConfig::default()
     };
-    assert!(bad.validate().unwrap_err().contains("bus.embedded.segment_bytes"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .contains("bus.embedded.segment_bytes")
+    );
     let bad = EmbeddedConfig {
         retention_bytes: ByteSize::mib(1),
         ..EmbeddedConfig::default()
     };
-    assert!(bad.validate().unwrap_err().contains("bus.embedded.retention_bytes"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .contains("bus.embedded.retention_bytes")
+    );
 }
