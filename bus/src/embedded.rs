@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::offsets::{OffsetStore, Positions};
 use self::segment::{MAX_RECORD_BYTES, SegmentMeta, SegmentReader, recover};
 use self::writer::{Command, TopicShared, TopicWriter};
-use crate::metrics::{COMMITS, CONSUMED_RECORDS, CONSUMER_LAG};
+use crate::metrics::{COMMITS, CONSUMER_LAG, count_consumed};
 use crate::{Bus, Consumer, Delivery, Error, Producer, Record, Result, Topic, check_group};
 
 /// Settings of the embedded bus (`bus: { embedded: … }`).
@@ -133,6 +133,20 @@ impl EmbeddedBus {
                 .spawn(move || writer::run(rx, writers, config, offsets))
                 .map_err(Error::io(dir))?
         };
+        // Housekeeping ticks for an idle bus; the thread ends once the bus is closed or dropped.
+        let weak = tx.downgrade();
+        std::thread::Builder::new()
+            .name("bus-maintain".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(writer::RETENTION_EVERY);
+                    match weak.upgrade() {
+                        Some(tx) if tx.blocking_send(Command::Maintain).is_ok() => {}
+                        _ => break,
+                    }
+                }
+            })
+            .map_err(Error::io(dir))?;
         tracing::info!(dir = %dir.display(), "embedded bus open");
         Ok(EmbeddedBus {
             inner: Arc::new(Inner {
@@ -407,14 +421,7 @@ impl Consumer for EmbeddedConsumer {
                 self.next_cursor = start + 1;
                 let out = out?;
                 if !out.is_empty() {
-                    for topic in Topic::ALL {
-                        let n = out.iter().filter(|d| d.topic == topic).count();
-                        if n > 0 {
-                            CONSUMED_RECORDS
-                                .with_label_values(&["embedded", topic.name(), &self.group])
-                                .inc_by(n as u64);
-                        }
-                    }
+                    count_consumed("embedded", &self.group, &out);
                     return Ok(out);
                 }
             }

@@ -25,7 +25,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{COMMITS, CONSUMED_RECORDS, PRODUCE_ERRORS, PRODUCED_BYTES, PRODUCED_RECORDS};
+use crate::metrics::{COMMITS, PRODUCE_ERRORS, PRODUCED_BYTES, PRODUCED_RECORDS, count_consumed};
 use crate::{Bus, Consumer, Delivery, Error, Producer, Record, Result, Topic, check_group};
 
 /// Compression codec of produced batches.
@@ -123,10 +123,15 @@ impl KafkaConfig {
         Ok(())
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// A client config with `settings` (Sextant's choices for this kind of client), then the
+    /// user's `properties`, which win: they are the operator's escape hatch.
+    fn client_config(&self, settings: &[(&str, String)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id);
+        for (k, v) in settings {
+            c.set(*k, v);
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -167,16 +172,17 @@ impl KafkaBus {
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
         config.validate().map_err(Error::Config)?;
         let producer: FutureProducer = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", config.compression.as_str())
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            .set("queue.buffering.max.messages", "1000000")
+            .client_config(&[
+                ("enable.idempotence", "true".to_owned()),
+                ("acks", "all".to_owned()),
+                ("compression.type", config.compression.as_str().to_owned()),
+                ("linger.ms", config.linger.as_millis().to_string()),
+                (
+                    "message.timeout.ms",
+                    config.message_timeout.as_millis().to_string(),
+                ),
+                ("queue.buffering.max.messages", "1000000".to_owned()),
+            ])
             .create()
             .map_err(ctx("creating the producer"))?;
         let bus = KafkaBus {
@@ -194,7 +200,7 @@ impl KafkaBus {
     async fn ensure_topics(&self) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .config
-            .client_config()
+            .client_config(&[])
             .create()
             .map_err(ctx("creating the admin client"))?;
         let names: Vec<String> = Topic::ALL
@@ -264,12 +270,13 @@ impl Bus for KafkaBus {
         check_group(group)?;
         let consumer: StreamConsumer = self
             .config
-            .client_config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+            .client_config(&[
+                ("group.id", group.to_owned()),
+                ("enable.auto.commit", "false".to_owned()),
+                ("auto.offset.reset", "earliest".to_owned()),
+                ("enable.partition.eof", "false".to_owned()),
+                ("session.timeout.ms", "10000".to_owned()),
+            ])
             .create()
             .map_err(ctx("creating the consumer"))?;
         let names: BTreeMap<String, Topic> = topics
@@ -441,14 +448,7 @@ impl Consumer for KafkaConsumer {
                     .unwrap_or_default(),
             });
         }
-        for topic in Topic::ALL {
-            let n = out.iter().filter(|d| d.topic == topic).count();
-            if n > 0 {
-                CONSUMED_RECORDS
-                    .with_label_values(&["kafka", topic.name(), &self.group])
-                    .inc_by(n as u64);
-            }
-        }
+        count_consumed("kafka", &self.group, &out);
         Ok(out)
     }
 

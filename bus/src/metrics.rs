@@ -3,6 +3,8 @@
 
 use std::sync::LazyLock;
 
+use crate::{Delivery, Topic};
+
 use prometheus::{
     Histogram, IntCounterVec, IntGaugeVec, exponential_buckets, register_histogram,
     register_int_counter_vec, register_int_gauge_vec,
@@ -51,6 +53,18 @@ pub(crate) static CONSUMED_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["bus", "topic", "group"],
     )
 });
+
+/// Counts one poll's deliveries per topic (one increment per topic and poll).
+pub(crate) fn count_consumed(bus: &str, group: &str, deliveries: &[Delivery]) {
+    for topic in Topic::ALL {
+        let n = deliveries.iter().filter(|d| d.topic == topic).count();
+        if n > 0 {
+            CONSUMED_RECORDS
+                .with_label_values(&[bus, topic.name(), group])
+                .inc_by(n as u64);
+        }
+    }
+}
 
 pub(crate) static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -24,8 +24,8 @@ use crate::{Error, Record, Result, Topic, now_ms};
 
 /// How many queued commands one group commit takes at most.
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
-/// How often retention runs when no segment rolls.
-const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// How often retention runs when no segment rolls (the bus sends itself `Maintain` as often).
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
 /// What the writer is asked to do.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub(crate) enum Command {
     Flush { ack: oneshot::Sender<Result<()>> },
     /// Makes everything durable, acknowledges, and stops the writer.
     Close { ack: oneshot::Sender<Result<()>> },
+    /// Periodic housekeeping (age-based retention on an idle bus).
+    Maintain,
 }
 
 /// A topic's state shared between the writer and consumers.
@@ -279,6 +281,7 @@ pub(crate) fn run(
                     }
                 }
                 Command::Flush { ack } => acks.push(ack),
+                Command::Maintain => {}
                 Command::Close { ack } => close_ack = Some(ack),
             }
             if close_ack.is_some() {
