@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bus::kafka::{KafkaBus, KafkaConfig};
@@ -31,13 +32,24 @@ fn seq(d: &Delivery) -> u64 {
 
 /// Polls until `want` records arrived in total or `timeout` passed, committing after each poll.
 async fn consume_until(c: &mut dyn Consumer, want: usize, timeout: Duration) -> Vec<Delivery> {
+    consume_shared(c, &AtomicUsize::new(0), want, timeout).await
+}
+
+/// Like [`consume_until`], for several members of a group counting together in `seen`.
+async fn consume_shared(
+    c: &mut dyn Consumer,
+    seen: &AtomicUsize,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
+    while seen.load(Ordering::SeqCst) < want && Instant::now() < deadline {
         let got = c.poll(500, Duration::from_millis(500)).await.unwrap();
         if !got.is_empty() {
             c.commit().await.unwrap();
         }
+        seen.fetch_add(got.len(), Ordering::SeqCst);
         out.extend(got);
     }
     out
@@ -62,9 +74,10 @@ async fn produce_and_consume_in_a_group() {
     // Two members of one group split the partitions between them.
     let mut a = bus.consumer("stores", &[Topic::Metrics]).await.unwrap();
     let mut b = bus.consumer("stores", &[Topic::Metrics]).await.unwrap();
+    let seen = AtomicUsize::new(0);
     let (ra, rb) = tokio::join!(
-        consume_until(a.as_mut(), total as usize, Duration::from_secs(40)),
-        consume_until(b.as_mut(), total as usize, Duration::from_secs(40)),
+        consume_shared(a.as_mut(), &seen, total as usize, Duration::from_secs(40)),
+        consume_shared(b.as_mut(), &seen, total as usize, Duration::from_secs(40)),
     );
     let all: Vec<&Delivery> = ra.iter().chain(rb.iter()).collect();
     let unique: BTreeSet<u64> = all.iter().map(|d| seq(d)).collect();

@@ -1,5 +1,9 @@
-//! The time-series store: WAL, compressed chunks, blocks, retention, and the
-//! Prometheus-compatible HTTP API with the PromQL engine.
+//! The time-series store: series identified by label sets, the read seam the PromQL engine
+//! queries through ([`storage::Queryable`]), and (as it is built) the persistent store with its
+//! WAL, compressed chunks, blocks and retention, and the Prometheus-compatible HTTP API.
 //!
-//! Invariant: the tsdb never calls the collector; it reads the metrics topic of the bus, remote_write
-//! and scrapes.
+//! Invariant: the tsdb never calls the collector; it reads the metrics topic of the bus,
+//! remote_write and scrapes.
+
+pub mod labels;
+pub mod storage;
