@@ -4,8 +4,8 @@
 //! persistent store implement it. Times are milliseconds since the Unix epoch; ranges are closed
 //! (`mint..=maxt`), and the engine narrows them to its own window rules.
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use regex::Regex;
 
@@ -120,6 +120,201 @@ pub trait Queryable: Send + Sync {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError>;
+
+    /// Label sets of the series matching every matcher with samples in `mint..=maxt`, sorted.
+    /// The default selects samples; indexed stores answer from their index.
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Ok(self
+            .select(matchers, mint, maxt)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    /// Sorted, distinct label names of the matching series (all series when `matchers` is
+    /// empty).
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names = std::collections::BTreeSet::new();
+        for l in self.series(matchers, mint, maxt)? {
+            names.extend(l.iter().map(|l| l.name.to_string()));
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Sorted, distinct values of label `name` among the matching series.
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut values = std::collections::BTreeSet::new();
+        for l in self.series(matchers, mint, maxt)? {
+            if let Some(v) = l.get(name) {
+                values.insert(v.to_string());
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+/// Why a sample was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectReason {
+    /// Older than the series' newest sample by more than the out-of-order window.
+    OutOfOrder,
+    /// Older than the oldest time the store still accepts (before retention or the head).
+    TooOld,
+    /// Same timestamp as a stored sample with a different value.
+    DuplicateTimestamp,
+    /// A new series over the tenant's or the metric's series limit.
+    SeriesLimit,
+    /// Labels over the length/count limits, invalid names, or no metric name.
+    InvalidLabels,
+}
+
+impl RejectReason {
+    /// The `reason` label of `sextant_tsdb_samples_rejected_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::TooOld => "too_old",
+            RejectReason::DuplicateTimestamp => "duplicate_timestamp",
+            RejectReason::SeriesLimit => "series_limit",
+            RejectReason::InvalidLabels => "invalid_labels",
+        }
+    }
+}
+
+/// The outcome of an append: samples are accepted or rejected one by one (as Prometheus's
+/// remote_write receiver does), and the first rejection is described for the client's error.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppendReport {
+    pub accepted: usize,
+    pub rejected: BTreeMap<RejectReason, usize>,
+    /// A message naming the first rejected sample's series and reason.
+    pub first_rejection: Option<String>,
+}
+
+impl AppendReport {
+    pub fn rejected_total(&self) -> usize {
+        self.rejected.values().sum()
+    }
+
+    /// Records a rejection.
+    pub fn reject(&mut self, reason: RejectReason, message: impl FnOnce() -> String) {
+        *self.rejected.entry(reason).or_default() += 1;
+        if self.first_rejection.is_none() {
+            self.first_rejection = Some(message());
+        }
+    }
+}
+
+/// Write access to series.
+pub trait Appendable: Send + Sync {
+    /// Appends samples. When this returns `Ok`, accepted samples are durable (they survive a
+    /// crash of the process). `Err` means nothing of the batch may be assumed stored (I/O).
+    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError>;
+
+    /// Deletes samples in `mint..=maxt` of the series matching every matcher (Prometheus's
+    /// `admin/tsdb/delete_series`).
+    fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError>;
+}
+
+/// Cardinality figures for `/api/v1/status/tsdb`: totals of the head and the top entries (at
+/// most the requested limit, largest first) of each table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    pub num_series: u64,
+    pub num_label_pairs: u64,
+    pub chunk_count: u64,
+    /// Oldest and newest sample times, when there are samples.
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// Keys are `name=value`.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+impl StoreStats {
+    /// Computes the figures from label sets and time bounds; for stores without better ways.
+    pub fn from_series<'a>(
+        series: impl IntoIterator<Item = &'a Labels>,
+        bounds: Option<(i64, i64)>,
+        chunk_count: u64,
+        limit: usize,
+    ) -> StoreStats {
+        let mut by_metric: HashMap<String, u64> = HashMap::new();
+        let mut values_by_name: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut by_pair: HashMap<String, u64> = HashMap::new();
+        let mut num_series = 0;
+        for labels in series {
+            num_series += 1;
+            if let Some(m) = labels.metric_name() {
+                *by_metric.entry(m.to_string()).or_default() += 1;
+            }
+            for l in labels.iter() {
+                values_by_name
+                    .entry(l.name.to_string())
+                    .or_default()
+                    .insert(l.value.to_string());
+                *by_pair
+                    .entry(format!("{}={}", l.name, l.value))
+                    .or_default() += 1;
+            }
+        }
+        let top = |m: HashMap<String, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+            v
+        };
+        let num_label_pairs = by_pair.len() as u64;
+        let value_counts = values_by_name
+            .iter()
+            .map(|(n, vs)| (n.clone(), vs.len() as u64))
+            .collect();
+        let memory = values_by_name
+            .iter()
+            .map(|(n, vs)| (n.clone(), vs.iter().map(|v| v.len() as u64).sum()))
+            .collect();
+        StoreStats {
+            num_series,
+            num_label_pairs,
+            chunk_count,
+            min_time: bounds.map(|b| b.0),
+            max_time: bounds.map(|b| b.1),
+            series_count_by_metric_name: top(by_metric),
+            label_value_count_by_label_name: top(value_counts),
+            memory_in_bytes_by_label_name: top(memory),
+            series_count_by_label_value_pair: top(by_pair),
+        }
+    }
+}
+
+/// A tenant's store: read, write and statistics.
+pub trait Store: Queryable + Appendable {
+    /// Cardinality figures with at most `limit` entries per table.
+    fn stats(&self, limit: usize) -> Result<StoreStats, StorageError>;
+}
+
+/// The stores of all tenants. A tenant's store is created on its first use; one tenant never
+/// sees another's series.
+pub trait Tenants: Send + Sync {
+    fn tenant(&self, org_id: &str) -> Result<Arc<dyn Store>, StorageError>;
 }
 
 /// A simple in-memory store: the reference model for tests and the promqltest runner.
@@ -134,7 +329,7 @@ impl MemStorage {
     }
 
     /// Adds a sample; a sample at an existing timestamp replaces it.
-    pub fn append(&self, labels: &Labels, t: i64, v: f64) {
+    pub fn insert(&self, labels: &Labels, t: i64, v: f64) {
         let mut series = self.series.write().unwrap_or_else(|p| p.into_inner());
         let samples = series.entry(labels.clone()).or_default();
         match samples.binary_search_by_key(&t, |s| s.t) {
@@ -178,6 +373,74 @@ impl Queryable for MemStorage {
     }
 }
 
+impl Appendable for MemStorage {
+    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+        let mut report = AppendReport::default();
+        for s in batch {
+            if s.labels.metric_name().is_none() {
+                for _ in &s.samples {
+                    report.reject(RejectReason::InvalidLabels, || {
+                        format!("series {} has no metric name", s.labels)
+                    });
+                }
+                continue;
+            }
+            for p in &s.samples {
+                self.insert(&s.labels, p.t, p.v);
+                report.accepted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError> {
+        let mut series = self.series.write().unwrap_or_else(|p| p.into_inner());
+        for (labels, samples) in series.iter_mut() {
+            if matchers.iter().all(|m| m.matches_labels(labels)) {
+                samples.retain(|s| s.t < mint || s.t > maxt);
+            }
+        }
+        series.retain(|_, samples| !samples.is_empty());
+        Ok(())
+    }
+}
+
+impl Store for MemStorage {
+    fn stats(&self, limit: usize) -> Result<StoreStats, StorageError> {
+        let series = self.series.read().unwrap_or_else(|p| p.into_inner());
+        let mut bounds: Option<(i64, i64)> = None;
+        for samples in series.values() {
+            if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+                bounds = Some(match bounds {
+                    None => (first.t, last.t),
+                    Some((lo, hi)) => (lo.min(first.t), hi.max(last.t)),
+                });
+            }
+        }
+        Ok(StoreStats::from_series(series.keys(), bounds, 0, limit))
+    }
+}
+
+/// In-memory stores per tenant, for tests and the conformance runners.
+#[derive(Debug, Default)]
+pub struct MemTenants {
+    stores: RwLock<HashMap<String, Arc<MemStorage>>>,
+}
+
+impl MemTenants {
+    pub fn new() -> MemTenants {
+        MemTenants::default()
+    }
+}
+
+impl Tenants for MemTenants {
+    fn tenant(&self, org_id: &str) -> Result<Arc<dyn Store>, StorageError> {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        let store = stores.entry(org_id.to_string()).or_default().clone();
+        Ok(store)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,9 +462,9 @@ mod tests {
         let s = MemStorage::new();
         let a = Labels::from_pairs([("__name__", "a")]);
         for t in [0, 10, 20, 30] {
-            s.append(&a, t, t as f64);
+            s.insert(&a, t, t as f64);
         }
-        s.append(&a, 10, 99.0);
+        s.insert(&a, 10, 99.0);
         let m = Matcher::new(MatchOp::Equal, "__name__", "a").unwrap();
         let got = s.select(&[m], 10, 20).unwrap();
         assert_eq!(
