@@ -6,4 +6,5 @@
 //! remote_write and scrapes.
 
 pub mod labels;
+pub mod promql;
 pub mod storage;
