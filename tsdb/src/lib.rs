@@ -5,6 +5,10 @@
 //! Invariant: the tsdb never calls the collector; it reads the metrics topic of the bus,
 //! remote_write and scrapes.
 
+pub mod ingest;
 pub mod labels;
 pub mod promql;
 pub mod storage;
+
+/// The tenant of writes and reads that name none (no `X-Scope-OrgID`, an empty bus tenant).
+pub const DEFAULT_TENANT: &str = "default";
