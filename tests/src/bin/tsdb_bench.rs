@@ -369,7 +369,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// How a table row reads its figure.
-type Figure = Box<dyn Fn(&Figures) -> f64>;
+type Figure<'a> = Box<dyn Fn(&Figures) -> f64 + 'a>;
 
 /// The markdown table for docs/benchmarks.md: one column per peer, ratios Sextant / peer.
 fn print_table(figures: &[Figures], w: &Workload) {
