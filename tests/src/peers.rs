@@ -60,7 +60,12 @@ impl Peer {
     /// Starts Prometheus with the remote-write receiver on, `config` as its configuration file
     /// (YAML), its data in `dir/data`.
     pub fn prometheus(dir: &Path, config: &str) -> Result<Peer> {
-        let port = free_port()?;
+        Peer::prometheus_on(dir, config, free_port()?)
+    }
+
+    /// [`Peer::prometheus`] on a given port (for a configuration that names it, e.g. to scrape
+    /// itself).
+    pub fn prometheus_on(dir: &Path, config: &str, port: u16) -> Result<Peer> {
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config)?;
         let data_dir = dir.join("data");
