@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{AtModifier, Expr};
 use tsdb::labels::Labels;
-use tsdb::promql::{QueryError, QueryOptions, QueryOutput, Value, instant_query_expr, range_query_expr};
+use tsdb::promql::{
+    QueryError, QueryOptions, QueryOutput, Value, instant_query_expr, range_query_expr,
+};
 use tsdb::storage::{MemStorage, Queryable};
 
 use script::{Command, EvalCmd, ExpectMatch, LoadCmd, SeqValue, parse_script};
@@ -37,7 +39,9 @@ pub fn run_script(input: &str) -> FileReport {
         Ok(c) => c,
         Err(e) => {
             report.failed += 1;
-            report.failures.push(format!("script does not parse: {e:#}"));
+            report
+                .failures
+                .push(format!("script does not parse: {e:#}"));
             return report;
         }
     };
@@ -64,7 +68,9 @@ pub fn run_script(input: &str) -> FileReport {
                     Ok(()) => report.passed += 1,
                     Err(msg) => {
                         report.failed += 1;
-                        report.failures.push(format!("line {line}: {}: {msg}", e.expr));
+                        report
+                            .failures
+                            .push(format!("line {line}: {}: {msg}", e.expr));
                     }
                 }
             }
@@ -87,7 +93,10 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
             hist_series.push(s.labels.clone());
         }
         if l.with_nhcb
-            && let Some(base) = s.labels.metric_name().and_then(|n| n.strip_suffix("_bucket"))
+            && let Some(base) = s
+                .labels
+                .metric_name()
+                .and_then(|n| n.strip_suffix("_bucket"))
         {
             hist_series.push(s.labels.without(|n| n == "le").with("__name__", base));
         }
@@ -96,7 +105,10 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
 
 /// Why an eval is skipped, if it is.
 fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
-    if e.expected.iter().any(|(_, s)| s.values.contains(&SeqValue::Histogram)) {
+    if e.expected
+        .iter()
+        .any(|(_, s)| s.values.contains(&SeqValue::Histogram))
+    {
         return Some("native histograms");
     }
     let Ok(expr) = promql_parser::parser::parse(&e.expr) else {
@@ -106,21 +118,17 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
     walk(&expr, &mut |x| match x {
         Expr::Call(c) if c.func.experimental => reason = Some("experimental functions"),
         Expr::Binary(b)
-            if b.modifier.as_ref().is_some_and(|m| {
-                m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()
-            }) =>
+            if b.modifier
+                .as_ref()
+                .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) =>
         {
             reason = Some("experimental fill modifiers")
         }
-        Expr::VectorSelector(vs) => {
-            if selects_histograms(vs, hist_series) {
-                reason = reason.or(Some("native histograms"));
-            }
+        Expr::VectorSelector(vs) if selects_histograms(vs, hist_series) => {
+            reason = reason.or(Some("native histograms"));
         }
-        Expr::MatrixSelector(ms) => {
-            if selects_histograms(&ms.vs, hist_series) {
-                reason = reason.or(Some("native histograms"));
-            }
+        Expr::MatrixSelector(ms) if selects_histograms(&ms.vs, hist_series) => {
+            reason = reason.or(Some("native histograms"));
         }
         _ => {}
     });
@@ -129,16 +137,20 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
 
 fn selects_histograms(vs: &promql_parser::parser::VectorSelector, hist_series: &[Labels]) -> bool {
     hist_series.iter().any(|l| {
-        vs.name.as_deref().is_none_or(|n| l.metric_name() == Some(n))
+        vs.name
+            .as_deref()
+            .is_none_or(|n| l.metric_name() == Some(n))
             && vs
                 .matchers
                 .matchers
                 .iter()
                 .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
             && (vs.matchers.or_matchers.is_empty()
-                || vs.matchers.or_matchers.iter().any(|g| {
-                    g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
-                }))
+                || vs
+                    .matchers
+                    .or_matchers
+                    .iter()
+                    .any(|g| g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))))
     })
 }
 
@@ -196,21 +208,9 @@ const AT_UNSAFE: &[&str] = &[
 fn at_modifier_cases(expr: &Expr, t: i64) -> Option<Vec<(Expr, i64)>> {
     fn set(e: &mut Expr, at: &AtModifier, unsafe_fn: &mut bool) {
         match e {
-            Expr::VectorSelector(vs) => {
-                if vs.at.is_none() {
-                    vs.at = Some(at.clone());
-                }
-            }
-            Expr::MatrixSelector(ms) => {
-                if ms.vs.at.is_none() {
-                    ms.vs.at = Some(at.clone());
-                }
-            }
-            Expr::Subquery(s) => {
-                if s.at.is_none() {
-                    s.at = Some(at.clone());
-                }
-            }
+            Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+            Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at.clone()),
+            Expr::Subquery(s) if s.at.is_none() => s.at = Some(at.clone()),
             Expr::Aggregate(a) => {
                 if let Some(p) = &mut a.param {
                     set(p, at, unsafe_fn);
@@ -268,7 +268,11 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         cases.extend(more);
     }
     for (i, (x, t)) in cases.iter().enumerate() {
-        let tag = if i == 0 { String::new() } else { format!(" [@ case at {t}ms]") };
+        let tag = if i == 0 {
+            String::new()
+        } else {
+            format!(" [@ case at {t}ms]")
+        };
         let res = instant_query_expr(store, x, *t, opts);
         let Some(out) = handle_result(e, res).map_err(|m| format!("{m}{tag}"))? else {
             continue;
@@ -278,7 +282,10 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         if e.exclude_from_range || e.ordered {
             continue;
         }
-        if ["start()", "end()", "range()", "step()"].iter().any(|f| e.expr.contains(f)) {
+        if ["start()", "end()", "range()", "step()"]
+            .iter()
+            .any(|f| e.expr.contains(f))
+        {
             continue;
         }
         let rr = range_query_expr(store, x, t - 60_000, t + 60_000, 60_000, opts)
@@ -341,7 +348,10 @@ fn check_annotations(e: &EvalCmd, out: &QueryOutput) -> Result<(), String> {
     check_kind("warn", &e.warn, &out.warnings)?;
     check_kind("info", &e.info, &out.infos)?;
     if e.no_warn && !out.warnings.is_empty() {
-        return Err(format!("unexpected warning annotations: {:?}", out.warnings));
+        return Err(format!(
+            "unexpected warning annotations: {:?}",
+            out.warnings
+        ));
     }
     if e.no_info && !out.infos.is_empty() {
         return Err(format!("unexpected info annotations: {:?}", out.infos));
@@ -358,7 +368,9 @@ fn check_kind(kind: &str, expected: &[ExpectMatch], actual: &[String]) -> Result
     }
     for x in expected {
         if !actual.iter().any(|a| x.matches(a)) {
-            return Err(format!("expected {kind} annotation matching {x:?}, found: {actual:?}"));
+            return Err(format!(
+                "expected {kind} annotation matching {x:?}, found: {actual:?}"
+            ));
         }
     }
     for a in actual {
@@ -390,7 +402,10 @@ pub fn almost_equal(a: f64, b: f64) -> bool {
 fn check_sorted(m: &[tsdb::storage::SeriesSamples]) -> Result<(), String> {
     for w in m.windows(2) {
         if w[0].labels > w[1].labels {
-            return Err(format!("matrix not sorted: {} before {}", w[0].labels, w[1].labels));
+            return Err(format!(
+                "matrix not sorted: {} before {}",
+                w[0].labels, w[1].labels
+            ));
         }
     }
     Ok(())
@@ -414,28 +429,51 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
             let mut seen = 0;
             for s in m {
                 let Some((_, vals)) = expected.get(&s.labels) else {
-                    return Err(format!("unexpected metric {} in result, has {:?}", s.labels, pts(&s.samples)));
+                    return Err(format!(
+                        "unexpected metric {} in result, has {:?}",
+                        s.labels,
+                        pts(&s.samples)
+                    ));
                 };
                 seen += 1;
                 let mut exp = Vec::new();
                 for (i, x) in vals.iter().enumerate() {
                     let t = e.start + i as i64 * e.step;
                     if t > e.end {
-                        return Err(format!("expected {} points for {}, but query time range cannot return this many points", vals.len(), s.labels));
+                        return Err(format!(
+                            "expected {} points for {}, but query time range cannot return this many points",
+                            vals.len(),
+                            s.labels
+                        ));
                     }
                     if let SeqValue::Float(f) = x {
                         exp.push((t, *f));
                     }
                 }
                 if exp.len() != s.samples.len() {
-                    return Err(format!("expected {} float points for {}, but got {:?}", exp.len(), s.labels, pts(&s.samples)));
+                    return Err(format!(
+                        "expected {} float points for {}, but got {:?}",
+                        exp.len(),
+                        s.labels,
+                        pts(&s.samples)
+                    ));
                 }
                 for ((t, f), got) in exp.iter().zip(&s.samples) {
                     if *t != got.t {
-                        return Err(format!("expected point at t={t} for {}, got t={} (result {:?})", s.labels, got.t, pts(&s.samples)));
+                        return Err(format!(
+                            "expected point at t={t} for {}, got t={} (result {:?})",
+                            s.labels,
+                            got.t,
+                            pts(&s.samples)
+                        ));
                     }
                     if !almost_equal(got.v, *f) {
-                        return Err(format!("expected {f} at t={t} for {}, but got {} (result {:?})", s.labels, got.v, pts(&s.samples)));
+                        return Err(format!(
+                            "expected {f} at t={t} for {}, but got {} (result {:?})",
+                            s.labels,
+                            got.v,
+                            pts(&s.samples)
+                        ));
                     }
                 }
             }
@@ -450,15 +488,27 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
         }
         Value::Vector(vec) => {
             if e.expect_scalar.is_some() {
-                return Err(format!("expected scalar result, but got vector {}", fmt_vec(vec)));
+                return Err(format!(
+                    "expected scalar result, but got vector {}",
+                    fmt_vec(vec)
+                ));
             }
             let mut seen = 0;
             for (pos, s) in vec.iter().enumerate() {
                 let Some((epos, vals)) = expected.get(&s.labels) else {
-                    return Err(format!("unexpected metric {} in result, has value {} (result {})", s.labels, s.v, fmt_vec(vec)));
+                    return Err(format!(
+                        "unexpected metric {} in result, has value {} (result {})",
+                        s.labels,
+                        s.v,
+                        fmt_vec(vec)
+                    ));
                 };
                 if e.ordered && *epos != pos + 1 {
-                    return Err(format!("expected metric {} at position {epos} but was at {}", s.labels, pos + 1));
+                    return Err(format!(
+                        "expected metric {} at position {epos} but was at {}",
+                        s.labels,
+                        pos + 1
+                    ));
                 }
                 let want = match vals.first() {
                     Some(SeqValue::Float(f)) => *f,
@@ -475,12 +525,17 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
                     .filter(|l| !vec.iter().any(|s| &&s.labels == *l))
                     .map(|l| l.to_string())
                     .collect();
-                return Err(format!("expected metrics not found: {missing:?} (result {})", fmt_vec(vec)));
+                return Err(format!(
+                    "expected metrics not found: {missing:?} (result {})",
+                    fmt_vec(vec)
+                ));
             }
         }
         Value::Scalar { v, .. } => {
             let Some(want) = e.expect_scalar else {
-                return Err(format!("expected vector or matrix result, but got scalar {v}"));
+                return Err(format!(
+                    "expected vector or matrix result, but got scalar {v}"
+                ));
             };
             if !almost_equal(want, *v) {
                 return Err(format!("expected scalar {want} but got {v}"));
@@ -488,7 +543,10 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
         }
         Value::String { s, .. } => {
             if e.expected_string.as_deref() != Some(s.as_str()) {
-                return Err(format!("expected string {:?} but got {s:?}", e.expected_string));
+                return Err(format!(
+                    "expected string {:?} but got {s:?}",
+                    e.expected_string
+                ));
             }
         }
     }
@@ -500,6 +558,9 @@ fn pts(s: &[tsdb::storage::Sample]) -> Vec<(i64, f64)> {
 }
 
 fn fmt_vec(v: &[tsdb::promql::VectorSample]) -> String {
-    let parts: Vec<String> = v.iter().map(|s| format!("{} => {}", s.labels, s.v)).collect();
+    let parts: Vec<String> = v
+        .iter()
+        .map(|s| format!("{} => {}", s.labels, s.v))
+        .collect();
     format!("[{}]", parts.join(", "))
 }

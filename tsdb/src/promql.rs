@@ -142,7 +142,8 @@ pub fn instant_query_expr(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS);
+    let mut ev =
+        Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
     ev.plan(expr, t, t);
     ev.check_done()?;
     let value = match ev.eval(expr, t)? {
@@ -212,19 +213,13 @@ pub fn range_query_expr(
         ));
     }
     if end < start {
-        return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
     }
-    let mut ev = Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS);
+    let mut ev =
+        Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
     ev.plan(expr, start, end);
-    let mut inner = expr;
-    while let Expr::Paren(p) = inner {
-        inner = &p.expr;
-    }
-    if let Expr::Call(c) = inner
-        && c.func.name.starts_with("sort")
-    {
-        ev.warn("sort is ineffective for range queries since results are always ordered by labels".into());
-    }
     let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
     let mut total = 0usize;
     let mut t = start;
@@ -233,7 +228,10 @@ pub fn range_query_expr(
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                series.entry(Labels::empty()).or_default().push(Sample2 { t, v });
+                series
+                    .entry(Labels::empty())
+                    .or_default()
+                    .push(Sample2 { t, v });
                 total += 1;
             }
             Val::Vector(v) => {

@@ -132,7 +132,13 @@ impl Evaluator<'_> {
     }
 }
 
-fn vector_scalar(op: TokenId, vec: Vec<Sample>, s: f64, swap: bool, return_bool: bool) -> Vec<Sample> {
+fn vector_scalar(
+    op: TokenId,
+    vec: Vec<Sample>,
+    s: f64,
+    swap: bool,
+    return_bool: bool,
+) -> Vec<Sample> {
     let mut out = Vec::with_capacity(vec.len());
     for mut smp in vec {
         let (l, r) = if swap { (s, smp.v) } else { (smp.v, s) };
@@ -173,7 +179,10 @@ fn or(m: &Matching, mut l: Vec<Sample>, r: Vec<Sample>) -> Vec<Sample> {
         return l;
     }
     let left: HashSet<Labels> = l.iter().map(|s| m.signature(&s.labels)).collect();
-    l.extend(r.into_iter().filter(|s| !left.contains(&m.signature(&s.labels))));
+    l.extend(
+        r.into_iter()
+            .filter(|s| !left.contains(&m.signature(&s.labels))),
+    );
     l
 }
 
@@ -224,7 +233,11 @@ fn vector_binop(
         let Some(rs) = right.get(&sig) else {
             continue;
         };
-        let (fl, fr) = if one_to_many { (rs.v, ls.v) } else { (ls.v, rs.v) };
+        let (fl, fr) = if one_to_many {
+            (rs.v, ls.v)
+        } else {
+            (ls.v, rs.v)
+        };
         let (mut v, keep) = scalar_op(op, fl, fr);
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
@@ -237,7 +250,9 @@ fn vector_binop(
                 );
             }
         } else if !matched_many.entry(sig).or_default().insert(metric.clone()) {
-            return exec_err("multiple matches for labels: grouping labels must ensure unique matches");
+            return exec_err(
+                "multiple matches for labels: grouping labels must ensure unique matches",
+            );
         }
         if !keep && !return_bool {
             continue;
@@ -253,11 +268,20 @@ fn vector_binop(
 
 /// A match group as Prometheus prints it (`{a="b"}`, the name inside the braces).
 fn fmt_match_group(l: &Labels) -> String {
-    let parts: Vec<String> = l.iter().map(|l| format!("{}={:?}", l.name, &*l.value)).collect();
+    let parts: Vec<String> = l
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, &*l.value))
+        .collect();
     format!("{{{}}}", parts.join(", "))
 }
 
-fn result_metric(lhs: &Labels, rhs: &Labels, op: TokenId, m: &Matching, one_to_one: bool) -> Labels {
+fn result_metric(
+    lhs: &Labels,
+    rhs: &Labels,
+    op: TokenId,
+    m: &Matching,
+    one_to_one: bool,
+) -> Labels {
     let mut l = if changes_schema(op) {
         lhs.without(|n| n == METRIC_NAME || n == "__type__" || n == "__unit__")
     } else {

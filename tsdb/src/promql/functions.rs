@@ -219,9 +219,10 @@ impl Evaluator<'_> {
                     None => 1.0,
                 };
                 let inv = 1.0 / to;
-                Ok(Val::Vector(map_values(self.eval_vector(args[0], t)?, |f| {
-                    (f * inv + 0.5).floor() / inv
-                })))
+                Ok(Val::Vector(map_values(
+                    self.eval_vector(args[0], t)?,
+                    |f| (f * inv + 0.5).floor() / inv,
+                )))
             }
             "clamp" | "clamp_min" | "clamp_max" => {
                 let v = self.eval_vector(args[0], t)?;
@@ -259,6 +260,17 @@ impl Evaluator<'_> {
                 let v = self.eval_vector(args[0], t)?;
                 Ok(Val::Vector(map_values(v, |_| t as f64 / 1000.0)))
             }
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+                if self.start != self.end && !self.sort_warned =>
+            {
+                self.sort_warned = true;
+                let call = Expr::Call(c.clone());
+                self.warn_at(
+                    "sort is ineffective for range queries since results are always ordered by labels".into(),
+                    &call,
+                );
+                self.call(c, t)
+            }
             "sort" | "sort_desc" => {
                 let mut v = self.eval_vector(args[0], t)?;
                 heap::sort_reverse(&mut v, name == "sort_desc");
@@ -272,7 +284,11 @@ impl Evaluator<'_> {
                     .collect::<EvalResult<_>>()?;
                 v.sort_by(|a, b| {
                     for n in &names {
-                        let o = a.labels.get(n).unwrap_or("").cmp(b.labels.get(n).unwrap_or(""));
+                        let o = a
+                            .labels
+                            .get(n)
+                            .unwrap_or("")
+                            .cmp(b.labels.get(n).unwrap_or(""));
                         if o != std::cmp::Ordering::Equal {
                             return o;
                         }
@@ -341,7 +357,9 @@ impl Evaluator<'_> {
             ))
         })?;
         if dst.is_empty() {
-            return exec_err(format!("invalid destination label name in label_replace(): {dst}"));
+            return exec_err(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            ));
         }
         let mut v = self.eval_vector(args[0], t)?;
         for s in &mut v {
@@ -371,7 +389,9 @@ impl Evaluator<'_> {
             srcs.push(s.to_string());
         }
         if dst.is_empty() {
-            return exec_err(format!("invalid destination label name in label_join(): {dst}"));
+            return exec_err(format!(
+                "invalid destination label name in label_join(): {dst}"
+            ));
         }
         let mut v = self.eval_vector(args[0], t)?;
         for s in &mut v {
