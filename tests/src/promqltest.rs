@@ -47,6 +47,7 @@ pub fn run_script(input: &str) -> FileReport {
     };
     let store = MemStorage::new();
     let mut hist_series: Vec<Labels> = Vec::new();
+    let mut st_series: Vec<Labels> = Vec::new();
     let opts = QueryOptions {
         experimental: true,
         ..QueryOptions::default()
@@ -56,10 +57,14 @@ pub fn run_script(input: &str) -> FileReport {
             Command::Clear => {
                 store.clear();
                 hist_series.clear();
+                st_series.clear();
             }
-            Command::Load(l) => load(&store, &l, &mut hist_series),
+            Command::Load(l) => {
+                load(&store, &l, &mut hist_series);
+                st_series.extend(l.st_series.iter().cloned());
+            }
             Command::Eval(e) => {
-                if let Some(reason) = skip_reason(&e, &hist_series) {
+                if let Some(reason) = skip_reason(&e, &hist_series, &st_series) {
                     report.skipped += 1;
                     *report.skip_reasons.entry(reason).or_default() += 1;
                     continue;
@@ -104,7 +109,7 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
 }
 
 /// Why an eval is skipped, if it is.
-fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
+fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Option<&'static str> {
     if e.expected
         .iter()
         .any(|(_, s)| s.values.contains(&SeqValue::Histogram))
@@ -112,11 +117,15 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
         return Some("native histograms");
     }
     let Ok(expr) = promql_parser::parser::parse(&e.expr) else {
-        return None;
+        return experimental_syntax(&e.expr);
     };
     let mut reason = None;
     walk(&expr, &mut |x| match x {
-        Expr::Call(c) if c.func.experimental => reason = Some("experimental functions"),
+        Expr::Call(c)
+            if c.func.experimental && std::env::var_os("PROMQLTEST_EXPERIMENTAL").is_none() =>
+        {
+            reason = Some("experimental functions")
+        }
         Expr::Binary(b)
             if b.modifier
                 .as_ref()
@@ -130,9 +139,46 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
         Expr::MatrixSelector(ms) if selects_histograms(&ms.vs, hist_series) => {
             reason = reason.or(Some("native histograms"));
         }
+        Expr::VectorSelector(vs) if selects_histograms(vs, st_series) => {
+            reason = reason.or(Some("experimental start timestamps"));
+        }
+        Expr::MatrixSelector(ms) if selects_histograms(&ms.vs, st_series) => {
+            reason = reason.or(Some("experimental start timestamps"));
+        }
         _ => {}
     });
     reason
+}
+
+/// Why a query the parser rejects is out of scope: syntax of experimental features the
+/// `promql-parser` crate does not know (duration arithmetic, `anchored`/`smoothed`, `info`,
+/// native-histogram trim operators).
+fn experimental_syntax(q: &str) -> Option<&'static str> {
+    if q.contains(">/") || q.contains("</") {
+        return Some("native histograms");
+    }
+    if q.contains("info(") {
+        return Some("experimental functions");
+    }
+    if q.contains("anchored") || q.contains("smoothed") {
+        return Some("experimental extended range selectors");
+    }
+    let lower = q.to_lowercase();
+    let in_brackets = q
+        .split('[')
+        .skip(1)
+        .filter_map(|s| s.split(']').next())
+        .any(|b| b.contains(['+', '-', '*', '/', '%', '^', '(']));
+    if in_brackets
+        || lower.contains("step()")
+        || lower.contains("range()")
+        || lower.contains("offset (")
+        || lower.contains("offset -(")
+        || lower.contains("@ (")
+    {
+        return Some("experimental duration expressions");
+    }
+    None
 }
 
 fn selects_histograms(vs: &promql_parser::parser::VectorSelector, hist_series: &[Labels]) -> bool {

@@ -115,13 +115,18 @@ pub fn range_query(
     range_query_expr(q, &parse(expr)?, start, end, step, opts)
 }
 
+/// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
+pub(crate) fn is_metadata_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
 /// Drops `__name__` where the delayed name removal asked for it and rejects duplicate series.
 fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     let mut out = Vec::with_capacity(v.len());
     let mut seen = HashSet::with_capacity(v.len());
     for s in v {
         let l = if s.drop_name {
-            s.labels.without(|n| n == METRIC_NAME)
+            s.labels.without(is_metadata_label)
         } else {
             s.labels
         };
@@ -160,7 +165,7 @@ pub fn instant_query_expr(
             let mut seen = HashSet::new();
             for s in m {
                 let labels = if s.drop_name {
-                    s.labels.without(|n| n == METRIC_NAME)
+                    s.labels.without(is_metadata_label)
                 } else {
                     s.labels
                 };

@@ -70,6 +70,8 @@ pub struct LoadCmd {
     pub interval_ms: i64,
     pub with_nhcb: bool,
     pub series: Vec<SeriesDesc>,
+    /// Series given start timestamps (`@st` lines, an experimental feature).
+    pub st_series: Vec<Labels>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -160,15 +162,16 @@ fn parse_load(lines: &[String], i: usize) -> Result<(usize, LoadCmd)> {
         interval_ms,
         with_nhcb: caps.get(1).is_some(),
         series: Vec::new(),
+        st_series: Vec::new(),
     };
     let mut j = i + 1;
     while j < lines.len() && !lines[j].is_empty() {
-        if lines[j]
-            .split_whitespace()
-            .next()
-            .is_some_and(|w| w.ends_with("@st"))
-        {
+        let (metric, rest) = split_metric(&lines[j]);
+        if rest.starts_with("@st") || metric.ends_with("@st") {
+            let metric = metric.trim_end_matches("@st");
             // Start-timestamp lines (an experimental feature) carry no samples.
+            cmd.st_series
+                .push(parse_labels(metric).with_context(|| format!("line {}", j + 1))?);
             j += 1;
             continue;
         }

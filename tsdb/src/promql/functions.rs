@@ -172,7 +172,7 @@ fn check_unique(v: &[Sample]) -> EvalResult<()> {
     let mut seen = std::collections::HashSet::new();
     for s in v {
         let key = if s.drop_name {
-            s.labels.without(|n| n == METRIC_NAME)
+            s.labels.without(super::is_metadata_label)
         } else {
             s.labels.clone()
         };
