@@ -19,6 +19,12 @@ const PASSING: &[&str] = &[
     "staleness",
     "subquery",
     "trig_functions",
+    // Experimental-feature scripts whose in-scope evals all pass.
+    "duration_expression",
+    "extended_vectors",
+    "fill-modifier",
+    "start_timestamps",
+    "type_and_unit",
 ];
 
 fn testdata() -> PathBuf {
@@ -46,7 +52,7 @@ fn upstream_scripts_pass() {
         "failing evals:\n{}",
         failures.join("\n")
     );
-    assert!(passed > 500, "only {passed} evals passed");
+    assert!(passed > 700, "only {passed} evals passed");
 }
 
 #[test]

@@ -224,6 +224,7 @@ pub fn range_query_expr(
     }
     let mut ev =
         Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    ev.step = step;
     ev.plan(expr, start, end);
     let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
     let mut total = 0usize;

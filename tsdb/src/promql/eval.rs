@@ -89,6 +89,8 @@ pub(crate) struct Evaluator<'a> {
     /// The query text, for annotation positions.
     text: String,
     pub(crate) sort_warned: bool,
+    /// The range query's step (0 for instant queries), for `step()`.
+    pub(crate) step: i64,
 }
 
 impl<'a> Evaluator<'a> {
@@ -119,6 +121,7 @@ impl<'a> Evaluator<'a> {
             steps: 0,
             text: String::new(),
             sort_warned: false,
+            step: 0,
         }
     }
 

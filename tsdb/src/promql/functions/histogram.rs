@@ -243,6 +243,54 @@ impl Evaluator<'_> {
         Ok(Val::Vector(out))
     }
 
+    pub(crate) fn histogram_quantiles(&mut self, args: &[&Expr], t: i64) -> EvalResult<Val> {
+        let v = self.eval_vector(args[0], t)?;
+        let label = match args[1] {
+            Expr::StringLiteral(s) => s.val.clone(),
+            _ => {
+                return Err(super::super::QueryError::Execution(
+                    "expected a label name".into(),
+                ));
+            }
+        };
+        let mut qs = Vec::new();
+        for a in &args[2..] {
+            let q = self.eval_scalar(a, t)?;
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                self.warn_at(
+                    format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_g(q)
+                    ),
+                    a,
+                );
+            }
+            qs.push(q);
+        }
+        let groups = self.bucket_groups(v, args[0]);
+        let mut out = Vec::new();
+        for q in qs {
+            let qs = super::format_openmetrics(q);
+            for (labels, buckets) in &groups {
+                let (val, forced) = bucket_quantile(q, buckets.clone());
+                if forced {
+                    let name = labels.metric_name().unwrap_or("");
+                    let mut msg = "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)".to_string();
+                    if !name.is_empty() {
+                        msg.push_str(&format!(" for metric name {name:?}"));
+                    }
+                    self.info_at(msg, args[0]);
+                }
+                out.push(Sample {
+                    labels: labels.with(&label, &qs),
+                    v: val,
+                    drop_name: true,
+                });
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+
     pub(crate) fn histogram_fraction(&mut self, args: &[&Expr], t: i64) -> EvalResult<Val> {
         let lower = self.eval_scalar(args[0], t)?;
         let upper = self.eval_scalar(args[1], t)?;
