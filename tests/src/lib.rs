@@ -230,3 +230,4 @@ impl Drop for Tansu {
         self.kill();
     }
 }
+pub mod promqltest;
