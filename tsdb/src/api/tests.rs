@@ -2,6 +2,7 @@
 
 mod ingest;
 mod limits;
+mod query;
 mod read;
 
 use std::sync::Arc;
