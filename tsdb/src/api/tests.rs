@@ -1,5 +1,6 @@
 //! Router tests, in process through `tower::ServiceExt::oneshot`.
 
+mod failures;
 mod ingest;
 mod limits;
 mod query;
