@@ -5,6 +5,7 @@
 //! tenant never sees another's series. Answers use Prometheus's envelope, error types and status
 //! codes ([`response`]).
 
+mod compress;
 pub mod config;
 mod import;
 mod meta;
@@ -168,6 +169,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/import/prometheus", post(import::import))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(compress::gzip))
         .with_state(state)
 }
 

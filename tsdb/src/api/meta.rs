@@ -249,7 +249,9 @@ pub(super) async fn runtimeinfo(State(state): State<ApiState>) -> Response {
     let data = serde_json::json!({
         "startTime": start,
         "CWD": cwd,
-        "hostname": "",
+        "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
         "serverTime": rfc3339(std::time::SystemTime::now()),
         "reloadConfigSuccess": true,
         "lastConfigTime": start,

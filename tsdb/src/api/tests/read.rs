@@ -293,3 +293,41 @@ async fn unknown_paths_and_methods() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[tokio::test]
+async fn large_json_answers_are_gzipped_when_accepted() {
+    use std::io::Read as _;
+    let app = app();
+    let many: Vec<TimeSeries> = (0..200)
+        .map(|i| {
+            series(
+                &[("__name__", "m"), ("instance", &format!("host-{i:04}"))],
+                &[(1_000, 1.0)],
+            )
+        })
+        .collect();
+    assert_eq!(
+        call(&app, remote_write(None, many, vec![])).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let plain = call(&app, get("/api/v1/label/instance/values")).await;
+    assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/label/instance/values")
+                .header(header::ACCEPT_ENCODING, "deflate, gzip;q=0.8")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    let gz = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(gz.len() < plain.body.len() / 2);
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain.body);
+}
