@@ -5,6 +5,7 @@
 //! Invariant: the tsdb never calls the collector; it reads the metrics topic of the bus,
 //! remote_write and scrapes.
 
+pub mod chunk;
 pub mod labels;
 pub mod promql;
 pub mod storage;

@@ -82,7 +82,9 @@ pub fn instant_query(
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
     let _ = (q, expr, t, opts);
-    Err(QueryError::Execution("the PromQL engine is being built".into()))
+    Err(QueryError::Execution(
+        "the PromQL engine is being built".into(),
+    ))
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -96,5 +98,7 @@ pub fn range_query(
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
     let _ = (q, expr, start, end, step, opts);
-    Err(QueryError::Execution("the PromQL engine is being built".into()))
+    Err(QueryError::Execution(
+        "the PromQL engine is being built".into(),
+    ))
 }

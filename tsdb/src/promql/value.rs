@@ -15,8 +15,14 @@ pub struct VectorSample {
 /// The result of a query, one of Prometheus's four result types.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Scalar { t: i64, v: f64 },
-    String { t: i64, s: String },
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        s: String,
+    },
     /// Instant vector.
     Vector(Vec<VectorSample>),
     /// Range vector (range queries and range selectors): series sorted by labels, samples in
