@@ -47,7 +47,7 @@ pub enum ValueEncoding {
 fn scaled(v: f64, e: u8) -> Option<i64> {
     let s = POW10[usize::from(e)];
     let n = (v * s).round();
-    if !(n.abs() < 9.0e15) {
+    if n.is_nan() || n.abs() >= 9.0e15 {
         return None;
     }
     let i = n as i64;
