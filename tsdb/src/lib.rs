@@ -6,6 +6,16 @@
 //! remote_write and scrapes.
 
 pub mod chunk;
+pub mod config;
+mod head;
 pub mod labels;
+mod metrics;
 pub mod promql;
 pub mod storage;
+pub mod tenants;
+pub mod tsdb;
+mod wal;
+
+pub use config::TsdbConfig;
+pub use tenants::DiskTenants;
+pub use tsdb::{Tsdb, TsdbError};
