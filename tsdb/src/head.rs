@@ -5,14 +5,17 @@
 //! The head is not durable by itself: [`crate::tsdb::Tsdb`] logs what it accepted to the WAL
 //! and replays it with the `apply_*` methods.
 
+mod chunks;
 mod index;
 mod series;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
+use std::io;
 use std::sync::Arc;
 
+pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
 pub(crate) use index::SeriesId;
 use index::{Index, Symbols};
 use series::Placed;
@@ -29,6 +32,8 @@ pub(crate) struct Appended {
     pub(crate) new_series: Vec<(SeriesId, Labels)>,
     /// Stored samples (not the accepted duplicates).
     pub(crate) samples: Vec<(SeriesId, Sample)>,
+    /// A chunk read failed for some samples (they are neither stored nor rejected).
+    pub(crate) error: Option<io::Error>,
 }
 
 #[derive(Debug)]
@@ -36,6 +41,7 @@ pub(crate) struct Head {
     ooo_window: i64,
     retention: i64,
     limits: Limits,
+    store: Arc<ChunkStore>,
     symbols: Symbols,
     by_labels: HashMap<Labels, SeriesId>,
     series: Vec<Option<MemSeries>>,
@@ -80,11 +86,13 @@ fn invalid_labels(labels: &Labels, limits: &Limits) -> Option<String> {
 }
 
 impl Head {
-    pub(crate) fn new(cfg: &TsdbConfig) -> Head {
+    /// A head keeping closed chunks in `store`.
+    pub(crate) fn new(cfg: &TsdbConfig, store: Arc<ChunkStore>) -> Head {
         Head {
             ooo_window: cfg.ooo_window_ms(),
             retention: cfg.retention_ms(),
             limits: cfg.limits.clone(),
+            store,
             symbols: Symbols::default(),
             by_labels: HashMap::new(),
             series: Vec::new(),
@@ -176,7 +184,14 @@ impl Head {
                 else {
                     continue;
                 };
-                match series.append(p.t, p.v, self.ooo_window, true) {
+                let placed = match series.append(&self.store, p.t, p.v, self.ooo_window, true) {
+                    Ok(placed) => placed,
+                    Err(e) => {
+                        out.error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                match placed {
                     Placed::Stored => {
                         out.report.accepted += 1;
                         out.samples.push((sid, *p));
@@ -273,7 +288,9 @@ impl Head {
     /// Replays a stored sample (accepted before: no checks).
     pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) {
         if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
-            series.append(s.t, s.v, self.ooo_window, false);
+            if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
+                tracing::error!(error = %e, series = %series.labels, "tsdb: replaying a sample failed");
+            }
             self.min_t = self.min_t.min(s.t);
             self.max_t = self.max_t.max(s.t);
         }
@@ -297,11 +314,20 @@ impl Head {
     }
 
     /// Deletes samples in `mint..=maxt` of the series `ids`; series left empty are removed.
-    pub(crate) fn apply_delete(&mut self, ids: &[SeriesId], mint: i64, maxt: i64) {
+    /// A read error leaves the failing series unchanged and is returned after the others.
+    pub(crate) fn apply_delete(
+        &mut self,
+        ids: &[SeriesId],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<()> {
         let mut emptied = Vec::new();
+        let mut error = None;
         for id in ids {
             if let Some(series) = self.series.get_mut(*id as usize).and_then(Option::as_mut) {
-                series.delete(mint, maxt);
+                if let Err(e) = series.delete(&self.store, mint, maxt) {
+                    error.get_or_insert(e);
+                }
                 if series.is_empty() {
                     emptied.push(*id);
                 }
@@ -311,6 +337,7 @@ impl Head {
             self.remove_series(id);
         }
         self.symbols.gc();
+        error.map_or(Ok(()), Err)
     }
 
     /// Drops chunks older than the retention behind the newest sample; returns how many
@@ -342,8 +369,14 @@ impl Head {
     /// Folds every out-of-order buffer into its chunks (before a checkpoint).
     pub(crate) fn merge_ooo(&mut self) {
         for s in self.series.iter_mut().flatten() {
-            s.merge_ooo();
+            if let Err(e) = s.merge_ooo(&self.store) {
+                tracing::error!(error = %e, series = %s.labels, "tsdb: merging out-of-order samples failed");
+            }
         }
+    }
+
+    pub(crate) fn store(&self) -> Arc<ChunkStore> {
+        self.store.clone()
     }
 
     fn covers(&self, mint: i64, maxt: i64) -> bool {
@@ -354,55 +387,83 @@ impl Head {
         self.series.get(id as usize).and_then(Option::as_ref)
     }
 
-    pub(crate) fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        let mut out: Vec<SeriesSamples> = self
+    pub(crate) fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<SeriesSamples>> {
+        let mut out = Vec::new();
+        for s in self
             .matching(matchers)
             .into_iter()
             .filter_map(|id| self.get(id))
-            .filter_map(|s| {
-                let samples = s.samples(mint, maxt);
-                (!samples.is_empty()).then(|| SeriesSamples {
+        {
+            let samples = s.samples(&self.store, mint, maxt)?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples {
                     labels: s.labels.clone(),
                     samples,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        out
+        Ok(out)
     }
 
-    fn matching_in_range(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<&MemSeries> {
+    fn matching_in_range(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<&MemSeries>> {
         let all = self.covers(mint, maxt);
-        self.matching(matchers)
+        let mut out = Vec::new();
+        for s in self
+            .matching(matchers)
             .into_iter()
             .filter_map(|id| self.get(id))
-            .filter(|s| all || s.has_samples_in(mint, maxt))
-            .collect()
+        {
+            if all || s.has_samples_in(&self.store, mint, maxt)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 
-    pub(crate) fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+    pub(crate) fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<Labels>> {
         let mut out: Vec<Labels> = self
-            .matching_in_range(matchers, mint, maxt)
+            .matching_in_range(matchers, mint, maxt)?
             .into_iter()
             .map(|s| s.labels.clone())
             .collect();
         out.sort();
-        out
+        Ok(out)
     }
 
-    pub(crate) fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+    pub(crate) fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<String>> {
         if matchers.is_empty() && self.covers(mint, maxt) {
-            return self.index.names();
+            return Ok(self.index.names());
         }
         let mut names = BTreeSet::new();
-        for s in self.matching_in_range(matchers, mint, maxt) {
+        for s in self.matching_in_range(matchers, mint, maxt)? {
             for l in s.labels.iter() {
                 if !names.contains(&*l.name) {
                     names.insert(l.name.to_string());
                 }
             }
         }
-        names.into_iter().collect()
+        Ok(names.into_iter().collect())
     }
 
     pub(crate) fn label_values(
@@ -411,19 +472,19 @@ impl Head {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Vec<String> {
+    ) -> io::Result<Vec<String>> {
         if matchers.is_empty() && self.covers(mint, maxt) {
-            return self.index.values(name);
+            return Ok(self.index.values(name));
         }
         let mut values = BTreeSet::new();
-        for s in self.matching_in_range(matchers, mint, maxt) {
+        for s in self.matching_in_range(matchers, mint, maxt)? {
             if let Some(v) = s.labels.get(name)
                 && !values.contains(v)
             {
                 values.insert(v.to_string());
             }
         }
-        values.into_iter().collect()
+        Ok(values.into_iter().collect())
     }
 
     /// Cardinality figures from the index (Prometheus's head statistics).

@@ -7,10 +7,10 @@
 mod checkpoint;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::TsdbConfig;
-use crate::head::Head;
+use crate::head::{ChunkStore, Head};
 use crate::labels::Labels;
 use crate::storage::{
     AppendReport, Appendable, Matcher, Queryable, SeriesSamples, StorageError, Store, StoreStats,
@@ -67,20 +67,15 @@ impl Tsdb {
     pub fn open(dir: &Path, cfg: &TsdbConfig) -> Result<Tsdb, TsdbError> {
         std::fs::create_dir_all(dir).map_err(TsdbError::io(dir))?;
         let started = std::time::Instant::now();
-        let mut head = Head::new(cfg);
+        let chunks_dir = dir.join("chunks");
+        let store = ChunkStore::open(&chunks_dir).map_err(TsdbError::io(&chunks_dir))?;
+        let mut head = Head::new(cfg, Arc::new(store));
+        // Only the newest checkpoint counts: the WAL before it is gone, so an older one would
+        // silently lose data. A corrupt one stops the open for the operator to see.
         let mut first_segment = 0;
-        for seg in checkpoint::list(dir)?.into_iter().rev() {
-            let path = checkpoint::path(dir, seg);
-            let mut h = Head::new(cfg);
-            match checkpoint::load(&path, &mut h) {
-                Ok(()) => {
-                    head = h;
-                    first_segment = seg;
-                    break;
-                }
-                // An older checkpoint with its WAL may still be complete.
-                Err(e) => tracing::error!(error = %e, "tsdb: skipping an unreadable checkpoint"),
-            }
+        if let Some(seg) = checkpoint::list(dir)?.last() {
+            checkpoint::load(&checkpoint::path(dir, *seg), &mut head)?;
+            first_segment = *seg;
         }
         let mut replayed = 0u64;
         let wal = Wal::open(
@@ -100,7 +95,11 @@ impl Tsdb {
                             head.apply_sample(id, p);
                         }
                     }
-                    Record::Delete { ids, mint, maxt } => head.apply_delete(&ids, mint, maxt),
+                    Record::Delete { ids, mint, maxt } => {
+                        if let Err(e) = head.apply_delete(&ids, mint, maxt) {
+                            tracing::error!(error = %e, "tsdb: replaying a delete failed");
+                        }
+                    }
                 }
             },
         )?;
@@ -149,7 +148,7 @@ impl Tsdb {
 
     fn checkpoint_inner(&self) -> Result<(), TsdbError> {
         let started = std::time::Instant::now();
-        let (segment, data, series) = {
+        let (segment, data, live, current_file, store, series) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
             // Retention drops whole chunks; it is not logged, so it runs only here, where the
@@ -158,11 +157,19 @@ impl Tsdb {
             head.merge_ooo();
             crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
             let segment = self.wal.cut()?;
-            (segment, checkpoint::encode(&head), head.num_series())
+            let (data, live) = checkpoint::encode(&head);
+            let store = head.store();
+            let current_file = store.current_file();
+            (segment, data, live, current_file, store, head.num_series())
         };
+        let chunks_dir = self.dir.join("chunks");
+        store.sync().map_err(TsdbError::io(&chunks_dir))?;
         checkpoint::write(&self.dir, segment, &data)?;
         self.wal.remove_before(segment)?;
         self.remove_checkpoints_before(segment)?;
+        store
+            .remove_unreferenced(&live, current_file)
+            .map_err(TsdbError::io(&chunks_dir))?;
         tracing::info!(
             dir = %self.dir.display(),
             segment,
@@ -184,6 +191,10 @@ impl Tsdb {
     }
 }
 
+fn read_error(e: std::io::Error) -> StorageError {
+    StorageError::Internal(format!("reading chunks: {e}"))
+}
+
 impl Queryable for Tsdb {
     fn select(
         &self,
@@ -191,7 +202,7 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        Ok(self.read().select(matchers, mint, maxt))
+        self.read().select(matchers, mint, maxt).map_err(read_error)
     }
 
     fn series(
@@ -200,7 +211,9 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StorageError> {
-        Ok(self.read().series_labels(matchers, mint, maxt))
+        self.read()
+            .series_labels(matchers, mint, maxt)
+            .map_err(read_error)
     }
 
     fn label_names(
@@ -209,7 +222,9 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(self.read().label_names(matchers, mint, maxt))
+        self.read()
+            .label_names(matchers, mint, maxt)
+            .map_err(read_error)
     }
 
     fn label_values(
@@ -219,13 +234,15 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(self.read().label_values(name, matchers, mint, maxt))
+        self.read()
+            .label_values(name, matchers, mint, maxt)
+            .map_err(read_error)
     }
 }
 
 impl Appendable for Tsdb {
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
-        let (report, seq) = {
+        let (report, seq, error) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
             let out = head.append(batch);
@@ -238,10 +255,16 @@ impl Appendable for Tsdb {
                 wal::frame(&Record::Samples(out.samples), &mut framed);
             }
             let seq = (!framed.is_empty()).then(|| self.wal.enqueue(&framed));
-            (out.report, seq)
+            (out.report, seq, out.error)
         };
         if let Some(seq) = seq {
             self.wal.wait_durable(seq)?;
+        }
+        if let Some(e) = error {
+            // What was stored is durable; the client retries the batch (re-delivered samples
+            // are accepted as duplicates).
+            crate::metrics::count_append(&report);
+            return Err(read_error(e));
         }
         crate::metrics::count_append(&report);
         Ok(report)
@@ -255,14 +278,14 @@ impl Appendable for Tsdb {
             if ids.is_empty() {
                 return Ok(());
             }
-            head.apply_delete(&ids, mint, maxt);
+            let res = head.apply_delete(&ids, mint, maxt);
             crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
             let mut framed = Vec::new();
             wal::frame(&Record::Delete { ids, mint, maxt }, &mut framed);
-            self.wal.enqueue(&framed)
+            (self.wal.enqueue(&framed), res)
         };
-        self.wal.wait_durable(seq)?;
-        Ok(())
+        self.wal.wait_durable(seq.0)?;
+        seq.1.map_err(read_error)
     }
 }
 

@@ -1,5 +1,8 @@
 //! One series in the head: closed chunks, the open chunk, and the out-of-order buffer.
 
+use std::io;
+
+use super::chunks::{ChunkData, ChunkStore};
 use crate::chunk::{Chunk, ChunkRef, SAMPLES_PER_CHUNK};
 use crate::labels::Labels;
 use crate::storage::Sample;
@@ -12,24 +15,33 @@ const OOO_MERGE_AT: usize = SAMPLES_PER_CHUNK as usize / 4;
 pub(crate) struct ClosedChunk {
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
-    pub(crate) bytes: Box<[u8]>,
+    pub(crate) data: ChunkData,
 }
 
 impl ClosedChunk {
-    pub(crate) fn new(c: &Chunk) -> ClosedChunk {
+    pub(crate) fn new(c: &Chunk, store: &ChunkStore) -> ClosedChunk {
         ClosedChunk {
             min_t: c.min_time(),
             max_t: c.max_time(),
-            bytes: c.to_bytes().into_boxed_slice(),
+            data: store.put(c.to_bytes()),
         }
     }
 
-    fn samples(&self) -> impl Iterator<Item = Sample> + '_ {
-        ChunkRef::new(&self.bytes)
-            .ok()
-            .into_iter()
-            .flat_map(|c| c.iter())
+    /// The chunk's samples.
+    fn samples(&self, store: &ChunkStore) -> io::Result<Vec<Sample>> {
+        let b = store.get(&self.data)?;
+        let c = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(c.iter().collect())
     }
+}
+
+/// All samples of `chunks` in order.
+fn decode_all(chunks: &[ClosedChunk], store: &ChunkStore) -> io::Result<Vec<Sample>> {
+    let mut out = Vec::with_capacity(chunks.len() * usize::from(SAMPLES_PER_CHUNK));
+    for c in chunks {
+        out.extend(c.samples(store)?);
+    }
+    Ok(out)
 }
 
 /// Where an appended sample went.
@@ -89,43 +101,49 @@ impl MemSeries {
 
     /// Appends a sample; `window` is how far behind the newest sample a sample may be.
     /// `check_window` is off during replay (the sample was accepted before).
-    pub(crate) fn append(&mut self, t: i64, v: f64, window: i64, check_window: bool) -> Placed {
+    pub(crate) fn append(
+        &mut self,
+        store: &ChunkStore,
+        t: i64,
+        v: f64,
+        window: i64,
+        check_window: bool,
+    ) -> io::Result<Placed> {
         let Some(last) = self.last else {
-            self.push(t, v);
-            return Placed::Stored;
+            self.push(store, t, v);
+            return Ok(Placed::Stored);
         };
         if t > last.t {
-            self.push(t, v);
-            return Placed::Stored;
+            self.push(store, t, v);
+            return Ok(Placed::Stored);
         }
-        if t == last.t {
-            return if last.v.to_bits() == v.to_bits() {
+        let same = |old: f64| {
+            if old.to_bits() == v.to_bits() {
                 Placed::Duplicate
             } else {
                 Placed::Conflict
-            };
+            }
+        };
+        if t == last.t {
+            return Ok(same(last.v));
         }
         if check_window && t < last.t.saturating_sub(window) {
-            return Placed::TooOld;
+            return Ok(Placed::TooOld);
         }
-        if let Some(old) = self.value_at(t) {
-            return if old.to_bits() == v.to_bits() {
-                Placed::Duplicate
-            } else {
-                Placed::Conflict
-            };
+        if let Some(old) = self.value_at(store, t)? {
+            return Ok(same(old));
         }
         let i = self.ooo.partition_point(|s| s.t < t);
         self.ooo.insert(i, Sample { t, v });
         if self.ooo.len() >= OOO_MERGE_AT {
-            self.merge_ooo();
+            self.merge_ooo(store)?;
         }
-        Placed::Stored
+        Ok(Placed::Stored)
     }
 
-    fn push(&mut self, t: i64, v: f64) {
+    fn push(&mut self, store: &ChunkStore, t: i64, v: f64) {
         if self.open.is_full() {
-            self.closed.push(ClosedChunk::new(&self.open));
+            self.closed.push(ClosedChunk::new(&self.open, store));
             self.open = Chunk::default();
         }
         self.open.append(t, v);
@@ -133,78 +151,83 @@ impl MemSeries {
     }
 
     /// The stored value at `t`, if any.
-    fn value_at(&self, t: i64) -> Option<f64> {
+    fn value_at(&self, store: &ChunkStore, t: i64) -> io::Result<Option<f64>> {
         if let Ok(i) = self.ooo.binary_search_by_key(&t, |s| s.t) {
-            return Some(self.ooo[i].v);
+            return Ok(Some(self.ooo[i].v));
         }
         for c in self.closed.iter().rev() {
             if c.max_t < t {
                 break;
             }
             if c.min_t <= t
-                && let Some(s) = c.samples().find(|s| s.t == t)
+                && let Some(s) = c.samples(store)?.into_iter().find(|s| s.t == t)
             {
-                return Some(s.v);
+                return Ok(Some(s.v));
             }
         }
         if !self.open.is_empty() && self.open.min_time() <= t {
-            return self.open.iter().find(|s| s.t == t).map(|s| s.v);
+            return Ok(self.open.iter().find(|s| s.t == t).map(|s| s.v));
         }
-        None
+        Ok(None)
     }
 
     /// Folds the out-of-order buffer into the chunks: the chunks from the first one it
-    /// overlaps on are rewritten.
-    pub(crate) fn merge_ooo(&mut self) {
+    /// overlaps on are rewritten. On a read error nothing changes.
+    pub(crate) fn merge_ooo(&mut self, store: &ChunkStore) -> io::Result<()> {
         if self.ooo.is_empty() {
-            return;
+            return Ok(());
         }
         let from_t = self.ooo[0].t;
         let keep = self.closed.partition_point(|c| c.max_t < from_t);
-        let mut samples: Vec<Sample> = self.closed[keep..]
-            .iter()
-            .flat_map(|c| c.samples())
-            .chain(self.open.iter())
-            .collect();
+        let mut samples = decode_all(&self.closed[keep..], store)?;
+        samples.extend(self.open.iter());
         let ooo = std::mem::take(&mut self.ooo);
         samples = merge(samples, &ooo);
         self.closed.truncate(keep);
-        self.rechunk(&samples);
+        self.rechunk(store, &samples)
     }
 
     /// Replaces the chunks after `self.closed` with `samples` (sorted).
-    fn rechunk(&mut self, samples: &[Sample]) {
+    fn rechunk(&mut self, store: &ChunkStore, samples: &[Sample]) -> io::Result<()> {
         let per = usize::from(SAMPLES_PER_CHUNK);
         let mut parts = samples.chunks(per).peekable();
         self.open = Chunk::default();
         while let Some(part) = parts.next() {
             let c = Chunk::from_samples(part);
             if parts.peek().is_some() {
-                self.closed.push(ClosedChunk::new(&c));
+                self.closed.push(ClosedChunk::new(&c, store));
             } else {
                 self.open = c;
             }
         }
-        self.last = samples.last().copied().or(self.last_closed());
-    }
-
-    fn last_closed(&self) -> Option<Sample> {
-        self.closed.last().and_then(|c| c.samples().last())
+        self.last = match samples.last() {
+            Some(s) => Some(*s),
+            None => match self.closed.last() {
+                Some(c) => c.samples(store)?.last().copied(),
+                None => None,
+            },
+        };
+        Ok(())
     }
 
     /// Samples in `mint..=maxt`, in time order.
-    pub(crate) fn samples(&self, mint: i64, maxt: i64) -> Vec<Sample> {
+    pub(crate) fn samples(
+        &self,
+        store: &ChunkStore,
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<Sample>> {
         let mut out = Vec::new();
         let from = self.closed.partition_point(|c| c.max_t < mint);
         for c in &self.closed[from..] {
             if c.min_t > maxt {
                 break;
             }
-            if let Ok(r) = ChunkRef::new(&c.bytes) {
-                let mut it = r.iter();
-                if let Some(s) = it.seek(mint) {
-                    out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
-                }
+            let b = store.get(&c.data)?;
+            let r = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let mut it = r.iter();
+            if let Some(s) = it.seek(mint) {
+                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
             }
         }
         if !self.open.is_empty() && self.open.min_time() <= maxt && self.open.max_time() >= mint {
@@ -218,49 +241,47 @@ impl MemSeries {
         if lo < hi {
             out = merge(out, &self.ooo[lo..hi]);
         }
-        out
+        Ok(out)
     }
 
     /// Whether any sample lies in `mint..=maxt`.
-    pub(crate) fn has_samples_in(&self, mint: i64, maxt: i64) -> bool {
+    pub(crate) fn has_samples_in(
+        &self,
+        store: &ChunkStore,
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<bool> {
         let Some(last) = self.last else {
-            return false;
+            return Ok(false);
         };
         match self.min_time() {
-            Some(min) if min >= mint && last.t <= maxt => true,
-            Some(min) if min > maxt || last.t < mint => false,
-            _ => !self.samples(mint, maxt).is_empty(),
+            Some(min) if min >= mint && last.t <= maxt => Ok(true),
+            Some(min) if min > maxt || last.t < mint => Ok(false),
+            _ => Ok(!self.samples(store, mint, maxt)?.is_empty()),
         }
     }
 
-    /// Removes samples in `mint..=maxt`; returns whether anything was removed.
-    pub(crate) fn delete(&mut self, mint: i64, maxt: i64) -> bool {
+    /// Removes samples in `mint..=maxt`; on a read error nothing changes.
+    pub(crate) fn delete(&mut self, store: &ChunkStore, mint: i64, maxt: i64) -> io::Result<()> {
         let Some(last) = self.last else {
-            return false;
+            return Ok(());
         };
         match self.min_time() {
-            Some(min) if min > maxt || last.t < mint => return false,
+            Some(min) if min > maxt || last.t < mint => return Ok(()),
             _ => {}
         }
-        self.merge_ooo();
+        self.merge_ooo(store)?;
         let keep = self.closed.partition_point(|c| c.max_t < mint);
-        let before: Vec<Sample> = self.closed[keep..]
-            .iter()
-            .flat_map(|c| c.samples())
-            .chain(self.open.iter())
-            .collect();
-        let after: Vec<Sample> = before
-            .iter()
-            .copied()
-            .filter(|s| s.t < mint || s.t > maxt)
-            .collect();
-        if after.len() == before.len() {
-            return false;
+        let mut before = decode_all(&self.closed[keep..], store)?;
+        before.extend(self.open.iter());
+        let n = before.len();
+        before.retain(|s| s.t < mint || s.t > maxt);
+        if before.len() == n {
+            return Ok(());
         }
         self.closed.truncate(keep);
         self.last = None;
-        self.rechunk(&after);
-        true
+        self.rechunk(store, &before)
     }
 
     /// Drops whole chunks (and buffered samples) that end before `t`; returns whether the

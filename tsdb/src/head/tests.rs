@@ -19,6 +19,7 @@ fn metric(name: &str, extra: &[(&str, &str)]) -> Labels {
 fn all(h: &Head, name: &str) -> Vec<Sample> {
     let m = Matcher::new(MatchOp::Equal, "__name__", name).unwrap();
     h.select(&[m], i64::MIN, i64::MAX)
+        .unwrap()
         .into_iter()
         .flat_map(|s| s.samples)
         .collect()
@@ -26,7 +27,7 @@ fn all(h: &Head, name: &str) -> Vec<Sample> {
 
 #[test]
 fn out_of_order_window_and_duplicates() {
-    let mut h = Head::new(&cfg());
+    let mut h = Head::new(&cfg(), Default::default());
     let a = metric("a", &[]);
     let min = 60_000;
     let r = h
@@ -59,7 +60,7 @@ fn out_of_order_window_and_duplicates() {
 
 #[test]
 fn many_out_of_order_samples_merge_into_chunks() {
-    let mut h = Head::new(&cfg());
+    let mut h = Head::new(&cfg(), Default::default());
     let a = metric("a", &[]);
     h.append(&batch(&a, &[(1_000_000, 0.0)]));
     for t in (0..500).rev() {
@@ -79,7 +80,7 @@ fn invalid_labels_are_rejected_per_sample() {
     c.limits.max_labels_per_series = 3;
     c.limits.max_label_name_length = 8;
     c.limits.max_label_value_length = 8;
-    let mut h = Head::new(&c);
+    let mut h = Head::new(&c, Default::default());
     let cases = [
         Labels::from_pairs([("job", "x")]),
         metric("a", &[("b", "1"), ("c", "2"), ("d", "3")]),
@@ -103,7 +104,7 @@ fn series_limits_per_tenant_and_metric() {
     let mut c = cfg();
     c.limits.max_series_per_tenant = 3;
     c.limits.max_series_per_metric = 2;
-    let mut h = Head::new(&c);
+    let mut h = Head::new(&c, Default::default());
     for i in 0..3 {
         let r = h
             .append(&batch(&metric("a", &[("i", &i.to_string())]), &[(1, 1.0)]))
@@ -130,7 +131,7 @@ fn series_limits_per_tenant_and_metric() {
     assert!(r.first_rejection.unwrap().contains("per tenant"));
     // Deleting a series frees its place.
     let ids = h.matching(&[Matcher::new(MatchOp::Equal, "__name__", "b").unwrap()]);
-    h.apply_delete(&ids, i64::MIN, i64::MAX);
+    h.apply_delete(&ids, i64::MIN, i64::MAX).unwrap();
     assert_eq!(
         h.append(&batch(&metric("c", &[]), &[(1, 1.0)]))
             .report
@@ -143,7 +144,7 @@ fn series_limits_per_tenant_and_metric() {
 fn too_old_behind_retention() {
     let mut c = cfg();
     c.retention.time = std::time::Duration::from_secs(3600);
-    let mut h = Head::new(&c);
+    let mut h = Head::new(&c, Default::default());
     h.append(&batch(&metric("a", &[]), &[(10_000_000, 1.0)]));
     let r = h
         .append(&batch(&metric("b", &[]), &[(1, 1.0), (9_000_000, 1.0)]))
@@ -156,28 +157,34 @@ fn too_old_behind_retention() {
 fn retention_drops_old_chunks() {
     let mut c = cfg();
     c.retention.time = std::time::Duration::from_secs(3600);
-    let mut h = Head::new(&c);
+    let mut h = Head::new(&c, Default::default());
     let old = metric("old", &[]);
     let samples: Vec<(i64, f64)> = (0..240).map(|i| (i * 15_000, i as f64)).collect();
     h.append(&batch(&old, &samples));
     h.append(&batch(&metric("new", &[]), &[(20_000_000, 1.0)]));
     h.apply_retention();
     assert!(all(&h, "old").is_empty());
-    assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), ["new"]);
+    assert_eq!(
+        h.label_values("__name__", &[], i64::MIN, i64::MAX).unwrap(),
+        ["new"]
+    );
 }
 
 #[test]
 fn index_backed_metadata_and_stats() {
-    let mut h = Head::new(&cfg());
+    let mut h = Head::new(&cfg(), Default::default());
     h.append(&batch(&metric("a", &[("job", "x")]), &[(10, 1.0)]));
     h.append(&batch(&metric("a", &[("job", "y")]), &[(20, 1.0)]));
     h.append(&batch(&metric("b", &[("env", "p")]), &[(30, 1.0)]));
-    assert_eq!(h.label_names(&[], 0, 100), ["__name__", "env", "job"]);
-    assert_eq!(h.label_values("job", &[], 0, 100), ["x", "y"]);
+    assert_eq!(
+        h.label_names(&[], 0, 100).unwrap(),
+        ["__name__", "env", "job"]
+    );
+    assert_eq!(h.label_values("job", &[], 0, 100).unwrap(), ["x", "y"]);
     // Narrow time ranges consult the samples.
-    assert_eq!(h.label_values("job", &[], 15, 25), ["y"]);
+    assert_eq!(h.label_values("job", &[], 15, 25).unwrap(), ["y"]);
     let m = Matcher::new(MatchOp::Equal, "__name__", "b").unwrap();
-    assert_eq!(h.label_names(&[m], 0, 100), ["__name__", "env"]);
+    assert_eq!(h.label_names(&[m], 0, 100).unwrap(), ["__name__", "env"]);
     let st = h.stats(10);
     assert_eq!(st.num_series, 3);
     assert_eq!(st.series_count_by_metric_name[0], ("a".to_string(), 2));

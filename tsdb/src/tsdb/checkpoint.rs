@@ -3,12 +3,13 @@
 //! Restart loads it (chunks are copied, not re-encoded) and replays only the segments from
 //! <segment> on.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::chunk::{Chunk, ChunkRef};
-use crate::head::{ClosedChunk, Head, MemSeries, SeriesId};
+use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId};
 use crate::storage::Sample;
 use crate::wal::record::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
 use crate::wal::sync_dir;
@@ -40,8 +41,12 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, TsdbError> {
     Ok(out)
 }
 
-/// Serializes the head.
-pub(crate) fn encode(head: &Head) -> Vec<u8> {
+const IN_MEMORY: u8 = 0;
+const ON_DISK: u8 = 1;
+
+/// Serializes the head; returns the bytes and the chunk files they reference.
+pub(crate) fn encode(head: &Head) -> (Vec<u8>, HashSet<u32>) {
+    let mut files = HashSet::new();
     let mut out = Vec::with_capacity(1 << 16);
     out.extend_from_slice(MAGIC);
     put_uvarint(&mut out, u64::from(head.next_id()));
@@ -54,7 +59,29 @@ pub(crate) fn encode(head: &Head) -> Vec<u8> {
         put_labels(&mut out, &s.labels);
         put_uvarint(&mut out, s.closed.len() as u64);
         for c in &s.closed {
-            put_bytes(&mut out, &c.bytes);
+            put_varint(&mut out, c.min_t);
+            put_varint(&mut out, c.max_t);
+            match &c.data {
+                ChunkData::Mem(b) => {
+                    out.push(IN_MEMORY);
+                    put_bytes(&mut out, b);
+                }
+                ChunkData::Disk(r) => {
+                    out.push(ON_DISK);
+                    put_uvarint(&mut out, u64::from(r.file));
+                    put_uvarint(&mut out, u64::from(r.off));
+                    put_uvarint(&mut out, u64::from(r.len));
+                    files.insert(r.file);
+                }
+            }
+        }
+        match s.last {
+            Some(p) => {
+                out.push(1);
+                put_varint(&mut out, p.t);
+                out.extend(p.v.to_bits().to_le_bytes());
+            }
+            None => out.push(0),
         }
         put_bytes(&mut out, &s.open.to_bytes());
         put_uvarint(&mut out, s.ooo.len() as u64);
@@ -65,7 +92,7 @@ pub(crate) fn encode(head: &Head) -> Vec<u8> {
     }
     let crc = crc32fast::hash(&out);
     out.extend(crc.to_le_bytes());
-    out
+    (out, files)
 }
 
 /// Writes a checkpoint durably (temporary file, fsync, rename, directory fsync).
@@ -111,20 +138,31 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
         let mut s = MemSeries::new(labels);
         let nc = r.count()?;
         for _ in 0..nc {
-            let b = r.bytes()?;
-            let c = ChunkRef::new(b).ok()?;
-            let (first, last) = (c.iter().next()?, c.iter().last()?);
-            s.closed.push(ClosedChunk {
-                min_t: first.t,
-                max_t: last.t,
-                bytes: b.into(),
+            let min_t = r.varint()?;
+            let max_t = r.varint()?;
+            let data = match r.u8()? {
+                IN_MEMORY => {
+                    let b = r.bytes()?;
+                    ChunkRef::new(b).ok()?;
+                    ChunkData::Mem(b.into())
+                }
+                ON_DISK => ChunkData::Disk(DiskRef {
+                    file: u32::try_from(r.uvarint()?).ok()?,
+                    off: u32::try_from(r.uvarint()?).ok()?,
+                    len: u32::try_from(r.uvarint()?).ok()?,
+                }),
+                _ => return None,
+            };
+            s.closed.push(ClosedChunk { min_t, max_t, data });
+        }
+        if r.u8()? == 1 {
+            let t = r.varint()?;
+            s.last = Some(Sample {
+                t,
+                v: f64::from_bits(r.u64_le()?),
             });
-            s.last = Some(last);
         }
         s.open = Chunk::from_bytes(r.bytes()?).ok()?;
-        if let Some(last) = s.open.iter().last() {
-            s.last = Some(last);
-        }
         let no = r.count()?;
         for _ in 0..no {
             let t = r.varint()?;

@@ -241,7 +241,11 @@ fn a_corrupt_checkpoint_is_refused_not_misread() {
     let mut data = std::fs::read(&p).unwrap();
     data[10] ^= 1;
     std::fs::write(&p, &data).unwrap();
-    let mut head = Head::new(&cfg);
+    assert!(matches!(
+        Tsdb::open(tmp.path(), &cfg),
+        Err(TsdbError::Corrupt(_))
+    ));
+    let mut head = Head::new(&cfg, Default::default());
     assert!(matches!(
         checkpoint::load(&p, &mut head),
         Err(TsdbError::Corrupt(_))
