@@ -7,17 +7,17 @@
 //! can never succeed: it is counted, logged and committed past, never retried forever.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bus::Consumer;
 use bus::proto::MetricsBatch;
-use prometheus::{IntCounterVec, register_int_counter_vec};
 use prost::Message;
 use tokio::sync::watch;
 
 use crate::DEFAULT_TENANT;
 use crate::labels::Labels;
+use crate::metrics;
 use crate::storage::{AppendReport, Sample, SeriesSamples, StorageError, Tenants};
 
 /// The consumer group the tsdb reads the metrics topic in.
@@ -29,24 +29,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// First wait after a failed append or poll; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-static RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "sextant_tsdb_bus_records_total",
-        "Records of the bus's metrics topic handled by the tsdb, by outcome (stored, undecodable).",
-        &["outcome"]
-    )
-    .unwrap_or_else(|e| panic!("registering sextant_tsdb_bus_records_total: {e}"))
-});
-
-static SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "sextant_tsdb_bus_samples_total",
-        "Samples from the bus's metrics topic, by outcome (accepted, or the rejection reason).",
-        &["outcome"]
-    )
-    .unwrap_or_else(|e| panic!("registering sextant_tsdb_bus_samples_total: {e}"))
-});
 
 /// Errors that stop the ingest loop (storage errors are retried, not returned).
 #[derive(Debug, thiserror::Error)]
@@ -148,8 +130,12 @@ fn decode<'a>(payloads: impl Iterator<Item = &'a [u8]>) -> BTreeMap<String, Vec<
             }
         }));
     }
-    RECORDS.with_label_values(&["stored"]).inc_by(stored);
-    RECORDS.with_label_values(&["undecodable"]).inc_by(bad);
+    metrics::BUS_RECORDS
+        .with_label_values(&["stored"])
+        .inc_by(stored);
+    metrics::BUS_RECORDS
+        .with_label_values(&["undecodable"])
+        .inc_by(bad);
     out
 }
 
@@ -170,12 +156,12 @@ async fn append(
 }
 
 fn count(tenant: &str, report: &AppendReport) {
-    SAMPLES
-        .with_label_values(&["accepted"])
+    metrics::SAMPLES_INGESTED
+        .with_label_values(&["bus"])
         .inc_by(report.accepted as u64);
     for (reason, n) in &report.rejected {
-        SAMPLES
-            .with_label_values(&[reason.as_str()])
+        metrics::INGEST_REJECTED
+            .with_label_values(&["bus", reason.as_str()])
             .inc_by(*n as u64);
     }
     if let Some(first) = &report.first_rejection {

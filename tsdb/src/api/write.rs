@@ -73,7 +73,7 @@ pub(super) async fn append_and_answer(
         blocking(move || Ok(store.append(&batch)?)).await
     };
     for (reason, n) in &pre.counts {
-        metrics::SAMPLES_REJECTED
+        metrics::INGEST_REJECTED
             .with_label_values(&[path, reason])
             .inc_by(*n as u64);
     }
@@ -88,7 +88,7 @@ pub(super) async fn append_and_answer(
         .with_label_values(&[path])
         .inc_by(report.accepted as u64);
     for (reason, n) in &report.rejected {
-        metrics::SAMPLES_REJECTED
+        metrics::INGEST_REJECTED
             .with_label_values(&[path, reason.as_str()])
             .inc_by(*n as u64);
     }
@@ -266,7 +266,7 @@ fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamp
             format!("series {labels}: native histograms are not supported")
         });
         if !ts.exemplars.is_empty() {
-            metrics::SAMPLES_REJECTED
+            metrics::INGEST_REJECTED
                 .with_label_values(&["remote_write", "exemplar_not_stored"])
                 .inc_by(ts.exemplars.len() as u64);
         }
