@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
+    /// Whether `sextant run` runs the collector in-process (on by default: one process watches
+    /// the node it runs on).
+    pub enabled: bool,
     /// How often every source is collected (cAdvisor's housekeeping interval under the kubelet is
     /// 10 s). 1 s is affordable.
     #[serde(with = "humantime_serde")]
@@ -32,6 +35,7 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
+            enabled: true,
             interval: Duration::from_secs(10),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             proc_root: PathBuf::from("/proc"),

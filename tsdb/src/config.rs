@@ -15,6 +15,8 @@ pub struct TsdbConfig {
     pub out_of_order_window: Duration,
     pub wal: WalConfig,
     pub limits: Limits,
+    /// The Prometheus-compatible HTTP API: query limits, admin switch, ingest body size.
+    pub api: crate::api::ApiConfig,
 }
 
 impl Default for TsdbConfig {
@@ -24,6 +26,7 @@ impl Default for TsdbConfig {
             out_of_order_window: Duration::from_secs(10 * 60),
             wal: WalConfig::default(),
             limits: Limits::default(),
+            api: crate::api::ApiConfig::default(),
         }
     }
 }
@@ -125,7 +128,7 @@ impl TsdbConfig {
                 return Err(format!("tsdb.limits.{key}: must be at least 1"));
             }
         }
-        Ok(())
+        self.api.validate("tsdb.api")
     }
 
     pub(crate) fn ooo_window_ms(&self) -> i64 {

@@ -30,36 +30,30 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Errors that stop the ingest loop (storage errors are retried, not returned).
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("bus: {0}")]
-    Bus(#[from] bus::Error),
-}
-
 /// Consumes the metrics topic into `tenants` until `stop` turns true (or its sender is dropped),
-/// committing after every durable append. On stop, an append in progress is finished and
-/// committed; records polled but not yet stored are left uncommitted for the next start.
+/// committing after every durable append. On stop, records polled but not yet stored are left
+/// uncommitted for the next start. Failures of the bus or the store are logged and retried, never
+/// fatal: at worst records are delivered again.
 pub async fn run(
     mut consumer: Box<dyn Consumer>,
     tenants: Arc<dyn Tenants>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), IngestError> {
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         if *stop.borrow() {
-            return Ok(());
+            return;
         }
         let deliveries = tokio::select! {
             r = consumer.poll(MAX_POLL, POLL_TIMEOUT) => r,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return,
         };
         let deliveries = match deliveries {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "polling the metrics topic failed; retrying");
                 if sleep_or_stop(&mut stop, &mut backoff).await {
-                    return Ok(());
+                    return;
                 }
                 continue;
             }
@@ -76,13 +70,16 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "storing samples from the bus failed; retrying");
                     if sleep_or_stop(&mut stop, &mut backoff).await {
-                        return Ok(());
+                        return;
                     }
                 }
             }
         }
         backoff = MIN_BACKOFF;
-        consumer.commit().await?;
+        if let Err(e) = consumer.commit().await {
+            // The records are stored; they come again after a restart and are absorbed then.
+            tracing::warn!(error = %e, "committing the metrics topic failed");
+        }
     }
 }
 
@@ -232,7 +229,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tx.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test]
@@ -299,7 +296,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tx.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
 
         let tenants = Arc::new(MemTenants::new());
         drain(&bus, tenants.clone(), 1).await;
