@@ -5,3 +5,37 @@
 //! Prometheus `/metrics` targets. Everything it produces leaves through bus producers.
 //!
 //! Invariant: the collector never calls a store; its only output is the bus.
+//!
+//! Seams: a [`Source`] produces [`SeriesGroup`]s when polled at a time passed in; a [`Sink`]
+//! receives them ([`BusSink`] encodes `MetricsBatch` records for the bus, [`MemorySink`] keeps
+//! them for tests); the [`Collector`] loop polls sources every interval. [`cgroup::CgroupSource`]
+//! is the container metrics source; names a cgroup path cannot tell come from an
+//! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none).
+
+pub mod cgroup;
+pub mod config;
+mod error;
+mod metrics;
+pub mod resolve;
+mod runner;
+mod sink;
+mod source;
+
+pub use config::{CollectorConfig, KubeletConfig};
+pub use error::{Error, Result};
+pub use runner::{Collector, TickReport};
+pub use sink::{BusSink, MemorySink, Sink};
+pub use source::{Collected, SeriesGroup, Source};
+
+/// A collector over the node's cgroups as `config` says, shipping to `sink`.
+pub fn cgroup_collector(config: &CollectorConfig, sink: std::sync::Arc<dyn Sink>) -> Result<Collector> {
+    config.validate().map_err(Error::Config)?;
+    let resolver: Box<dyn resolve::Identity> = match &config.kubelet {
+        Some(k) => Box::new(resolve::KubeletIdentity::new(k.clone())?),
+        None => Box::new(resolve::NoIdentity),
+    };
+    let source = cgroup::CgroupSource::new(config, resolver)?;
+    let mut c = Collector::new(sink, config.interval);
+    c.add_source(Box::new(source));
+    Ok(c)
+}
