@@ -28,7 +28,10 @@ pub use sink::{BusSink, MemorySink, Sink};
 pub use source::{Collected, SeriesGroup, Source};
 
 /// A collector over the node's cgroups as `config` says, shipping to `sink`.
-pub fn cgroup_collector(config: &CollectorConfig, sink: std::sync::Arc<dyn Sink>) -> Result<Collector> {
+pub fn cgroup_collector(
+    config: &CollectorConfig,
+    sink: std::sync::Arc<dyn Sink>,
+) -> Result<Collector> {
     config.validate().map_err(Error::Config)?;
     let resolver: Box<dyn resolve::Identity> = match &config.kubelet {
         Some(k) => Box::new(resolve::KubeletIdentity::new(k.clone())?),
@@ -39,3 +42,4 @@ pub fn cgroup_collector(config: &CollectorConfig, sink: std::sync::Arc<dyn Sink>
     c.add_source(Box::new(source));
     Ok(c)
 }
+pub mod tail;
