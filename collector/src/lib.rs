@@ -42,4 +42,5 @@ pub fn cgroup_collector(
     c.add_source(Box::new(source));
     Ok(c)
 }
+pub mod accesslog;
 pub mod tail;
