@@ -171,7 +171,11 @@ impl CgroupSource {
     }
 
     fn dirs(&self, rel: &str) -> Dirs {
-        let at = |mount: Option<&Path>| mount.map(|m| join_rel(m, rel)).filter(|p| p.is_dir());
+        let at = |mount: Option<&Path>| {
+            mount
+                .map(|m| join_rel(m, rel))
+                .filter(|p| p.is_dir())
+        };
         let h = &self.hierarchies;
         Dirs {
             cpu: at(h.v1_mount("cpu")),
@@ -197,11 +201,7 @@ fn join_rel(mount: &Path, rel: &str) -> PathBuf {
 /// Appends the path of `dir` (relative to the walk's root, `/` for the root) and of every cgroup
 /// directory below it to `found`; returns how many directories were read.
 fn walk(dir: &Path, rel: &mut String, found: &mut Vec<String>) -> u64 {
-    found.push(if rel.is_empty() {
-        "/".to_owned()
-    } else {
-        rel.clone()
-    });
+    found.push(if rel.is_empty() { "/".to_owned() } else { rel.clone() });
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 1;
     };

@@ -34,10 +34,7 @@ impl TestCgroup {
             match std::fs::create_dir_all(&d) {
                 Ok(()) => cg.dirs.push(d),
                 Err(e) => {
-                    eprintln!(
-                        "SKIP: cannot create cgroup {}: {e} (needs root and a writable cgroupfs)",
-                        d.display()
-                    );
+                    eprintln!("SKIP: cannot create cgroup {}: {e} (needs root and a writable cgroupfs)", d.display());
                     return None;
                 }
             }
@@ -158,9 +155,7 @@ fn v1_cpu_usage_matches_the_process_and_quota_throttles() {
         mounts.push(u.clone());
     }
     let rel = name("cpu");
-    let Some(mut cg) = TestCgroup::create(&mounts, &rel) else {
-        return;
-    };
+    let Some(mut cg) = TestCgroup::create(&mounts, &rel) else { return };
     // 50 ms per 100 ms: half a CPU.
     cg.set(&cpu, "cpu.cfs_period_us", "100000");
     cg.set(&cpu, "cpu.cfs_quota_us", "50000");
@@ -184,22 +179,14 @@ fn v1_cpu_usage_matches_the_process_and_quota_throttles() {
         "cgroup {cgroup_delta} vs process {process_delta}"
     );
     // The quota held it near half a CPU, and throttling shows.
-    assert!(
-        process_delta < 4.0 * 0.7,
-        "quota applied: {process_delta}s in 4s"
-    );
+    assert!(process_delta < 4.0 * 0.7, "quota applied: {process_delta}s in 4s");
     assert!(after["container_cpu_cfs_throttled_periods_total"] > 0.0);
     assert!(after["container_cpu_cfs_throttled_seconds_total"] > 0.0);
     assert!(after["container_cpu_cfs_periods_total"] > before["container_cpu_cfs_periods_total"]);
     assert_eq!(after["container_spec_cpu_quota"], 50000.0);
     assert_eq!(after["container_spec_cpu_period"], 100000.0);
-    let user_sys =
-        after["container_cpu_user_seconds_total"] + after["container_cpu_system_seconds_total"];
-    assert!(
-        (user_sys - after[key]).abs() < 0.1 * after[key] + 0.05,
-        "user+system {user_sys} vs usage {}",
-        after[key]
-    );
+    let user_sys = after["container_cpu_user_seconds_total"] + after["container_cpu_system_seconds_total"];
+    assert!((user_sys - after[key]).abs() < 0.1 * after[key] + 0.05, "user+system {user_sys} vs usage {}", after[key]);
     assert_eq!(after["container_processes"], 1.0);
     if h.unified.is_some() {
         assert!(after.contains_key("container_pressure_cpu_waiting_seconds_total"));
@@ -214,9 +201,7 @@ fn v2_cpu_usage_matches_the_process() {
         return;
     };
     let rel = name("v2");
-    let Some(mut cg) = TestCgroup::create(&[unified.clone()], &rel) else {
-        return;
-    };
+    let Some(mut cg) = TestCgroup::create(&[unified.clone()], &rel) else { return };
     let pid = cg.spawn("while :; do :; done");
     // Only the v2 tree: cpu.stat's usage exists in every v2 cgroup, controllers or not.
     let v2_only = Hierarchies {
@@ -253,26 +238,18 @@ fn v1_memory_limit_oom_kill_is_counted() {
         return;
     }
     let rel = name("mem");
-    let Some(mut cg) = TestCgroup::create(std::slice::from_ref(&memory), &rel) else {
-        return;
-    };
+    let Some(mut cg) = TestCgroup::create(std::slice::from_ref(&memory), &rel) else { return };
     cg.set(&memory, "memory.limit_in_bytes", &(32u64 << 20).to_string());
     let _ = std::fs::write(cg.dir(&memory).join("memory.swappiness"), "0");
     let mut src = CgroupSource::without_names(h.clone(), "/proc".into(), true);
     let before = collect_for(&mut src, &rel);
     assert_eq!(before["container_oom_events_total"], 0.0);
-    assert_eq!(
-        before["container_spec_memory_limit_bytes"],
-        (32u64 << 20) as f64
-    );
+    assert_eq!(before["container_spec_memory_limit_bytes"], (32u64 << 20) as f64);
     // `tail` keeps the one endless line of /dev/zero in memory until the OOM killer stops it.
     let shell = cg.spawn("head -c 268435456 /dev/zero | tail > /dev/null");
     let started = Instant::now();
     let status = cg.children.last_mut().expect("child").wait().expect("wait");
-    eprintln!(
-        "allocator exited with {status} after {:?} (shell pid {shell})",
-        started.elapsed()
-    );
+    eprintln!("allocator exited with {status} after {:?} (shell pid {shell})", started.elapsed());
     let after = collect_for(&mut src, &rel);
     assert!(
         after["container_oom_events_total"] >= 1.0,
@@ -298,9 +275,7 @@ fn cost_per_scan_of_100_cgroups() {
         mounts.push(u.clone());
     }
     let parent = name("bench");
-    let Some(_parent) = TestCgroup::create(&mounts, &format!("{parent}/docker")) else {
-        return;
-    };
+    let Some(_parent) = TestCgroup::create(&mounts, &format!("{parent}/docker")) else { return };
     let mut groups = vec![];
     for i in 0..100u32 {
         let id = format!("{:064x}", 0xabc0_0000u64 + u64::from(i));
@@ -316,11 +291,7 @@ fn cost_per_scan_of_100_cgroups() {
     let c = src.collect(0, &mut out).expect("collect");
     let ours = out
         .iter()
-        .filter(|g| {
-            g.identity
-                .iter()
-                .any(|l| l.name == "id" && l.value.starts_with(&parent))
-        })
+        .filter(|g| g.identity.iter().any(|l| l.name == "id" && l.value.starts_with(&parent)))
         .count();
     assert_eq!(ours, 100, "every test container exported");
     let scans = 50;

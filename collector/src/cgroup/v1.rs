@@ -16,8 +16,7 @@ impl Reader {
                 s.cpu_usage_ns = parse::single_u64(self.buf());
             }
             if self.read(a, "cpuacct.stat") {
-                let ticks =
-                    |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
+                let ticks = |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
                 s.cpu_user_ns = ticks("user");
                 s.cpu_system_ns = ticks("system");
             }
@@ -49,8 +48,8 @@ impl Reader {
             s.memory_usage = parse::single_u64(self.buf());
         }
         // cAdvisor's `setMemoryStats`: hierarchical totals unless use_hierarchy is off.
-        let hierarchical =
-            !self.read(m, "memory.use_hierarchy") || parse::single_u64(self.buf()) != Some(0);
+        let hierarchical = !self.read(m, "memory.use_hierarchy")
+            || parse::single_u64(self.buf()) != Some(0);
         if self.read(m, "memory.stat") {
             let b = self.buf();
             let (rss, cache, swap) = if hierarchical {

@@ -231,10 +231,7 @@ mod tests {
         assert_eq!(n.pod.as_deref(), Some("web-0"));
         assert_eq!(n.container.as_deref(), Some("nginx"));
         assert_eq!(n.image.as_deref(), Some("docker.io/library/nginx:1.27"));
-        let (_, miss) = idx.names(&identity::parse(&format!(
-            "/kubepods/pod{}",
-            "9".repeat(32)
-        )));
+        let (_, miss) = idx.names(&identity::parse(&format!("/kubepods/pod{}", "9".repeat(32))));
         assert!(miss);
         assert!(PodIndex::from_json(b"not json").is_err());
     }
@@ -285,11 +282,7 @@ mod tests {
         assert_eq!(k.generation(), 1);
         let requests = server.join().unwrap();
         assert!(requests[0].starts_with("GET /pods "));
-        assert!(
-            requests[0]
-                .to_ascii_lowercase()
-                .contains("authorization: bearer s3cret")
-        );
+        assert!(requests[0].to_ascii_lowercase().contains("authorization: bearer s3cret"));
     }
 
     #[test]
