@@ -30,7 +30,7 @@ mod v2;
 pub use identity::{Kind, PathIdentity};
 pub use mounts::Hierarchies;
 pub use read::Dirs;
-pub use stats::Stats;
+pub use stats::{Spec, Stats};
 
 use read::Reader;
 
@@ -42,13 +42,22 @@ struct Entry {
     labels: Vec<Label>,
     labels_generation: Option<u64>,
     seen: u64,
+    /// The limits and when they were read (ms); re-read every [`SPEC_REFRESH_MS`].
+    spec: Option<(Spec, i64)>,
 }
+
+/// How long a cgroup's limits are used before they are read again. cAdvisor reads them once per
+/// container; re-reading each minute catches in-place resizes at a fraction of the cost of
+/// reading them every tick.
+const SPEC_REFRESH_MS: i64 = 60_000;
 
 /// The cgroup source: walks the hierarchies, reads each container's files, emits cAdvisor's
 /// `container_*` series.
 pub struct CgroupSource {
     hierarchies: Hierarchies,
-    /// Hierarchies walked to discover cgroups (the v1 mounts of the controllers read, and v2).
+    /// Hierarchies walked to discover cgroups: every one with `all_cgroups`; else one, since
+    /// runtimes create a container at the same path in every hierarchy (a v1 hierarchy of a
+    /// controller read, else v2).
     walk_roots: Vec<PathBuf>,
     proc_root: PathBuf,
     all_cgroups: bool,
@@ -104,6 +113,9 @@ impl CgroupSource {
         }
         if let Some(u) = &hierarchies.unified {
             walk_roots.push(u.clone());
+        }
+        if !all_cgroups {
+            walk_roots.truncate(1);
         }
         let host_netns = read::netns_inode(&proc_root.join("1/ns/net"))
             .or_else(|| read::netns_inode(&proc_root.join("self/ns/net")));
@@ -161,6 +173,7 @@ impl CgroupSource {
                     labels: Vec::new(),
                     labels_generation: None,
                     seen: self.scan,
+                    spec: None,
                 },
             );
         }
@@ -171,11 +184,7 @@ impl CgroupSource {
     }
 
     fn dirs(&self, rel: &str) -> Dirs {
-        let at = |mount: Option<&Path>| {
-            mount
-                .map(|m| join_rel(m, rel))
-                .filter(|p| p.is_dir())
-        };
+        let at = |mount: Option<&Path>| mount.map(|m| join_rel(m, rel)).filter(|p| p.is_dir());
         let h = &self.hierarchies;
         Dirs {
             cpu: at(h.v1_mount("cpu")),
@@ -201,7 +210,11 @@ fn join_rel(mount: &Path, rel: &str) -> PathBuf {
 /// Appends the path of `dir` (relative to the walk's root, `/` for the root) and of every cgroup
 /// directory below it to `found`; returns how many directories were read.
 fn walk(dir: &Path, rel: &mut String, found: &mut Vec<String>) -> u64 {
-    found.push(if rel.is_empty() { "/".to_owned() } else { rel.clone() });
+    found.push(if rel.is_empty() {
+        "/".to_owned()
+    } else {
+        rel.clone()
+    });
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 1;
     };
@@ -272,7 +285,14 @@ impl Source for CgroupSource {
                 e.labels_generation = Some(generation);
             }
             let s = &mut self.stats;
-            self.reader.read_cgroup(&e.dirs, s);
+            let spec = e
+                .spec
+                .filter(|(_, at)| (0..SPEC_REFRESH_MS).contains(&(now_ms - at)))
+                .map(|(spec, _)| spec);
+            self.reader.read_cgroup(&e.dirs, spec, s);
+            if spec.is_none() {
+                e.spec = Some((s.spec, now_ms));
+            }
             let procs = self.reader.procs(&e.dirs);
             if let Some((n, _)) = procs {
                 s.processes = Some(n);

@@ -169,7 +169,11 @@ mod tests {
             cgroup_root: "relative".into(),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("collector.cgroup_root:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("collector.cgroup_root:")
+        );
         let c = CollectorConfig {
             kubelet: Some(KubeletConfig {
                 url: "ftp://x/pods".into(),
@@ -177,6 +181,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("collector.kubelet.url:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("collector.kubelet.url:")
+        );
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 
+use crate::Error;
 use crate::metrics;
 use crate::sink::Sink;
 use crate::source::{Collected, SeriesGroup, Source};
-use crate::Error;
 
 /// First pause after a failed send; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -77,7 +77,9 @@ impl Collector {
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok((c, out)) => {
-                    metrics::SAMPLES.with_label_values(&[name]).inc_by(c.samples);
+                    metrics::SAMPLES
+                        .with_label_values(&[name])
+                        .inc_by(c.samples);
                     metrics::CGROUPS_SCANNED
                         .with_label_values(&[name])
                         .inc_by(c.scanned);
@@ -226,7 +228,10 @@ mod tests {
         c.add_source(Box::new(Counter(0)));
         sink.fail_next(1000);
         let r = c
-            .tick(UNIX_EPOCH, tokio::time::Instant::now() + Duration::from_secs(1))
+            .tick(
+                UNIX_EPOCH,
+                tokio::time::Instant::now() + Duration::from_secs(1),
+            )
             .await;
         assert!(!r.sent);
         assert!(sink.take().is_empty());

@@ -49,10 +49,7 @@ impl BusSink {
                     tenant: self.tenant.clone(),
                     series: g.series.clone(),
                 };
-                Record::new(
-                    labels_key(&self.tenant, &g.identity),
-                    batch.encode_to_vec(),
-                )
+                Record::new(labels_key(&self.tenant, &g.identity), batch.encode_to_vec())
             })
             .collect()
     }

@@ -157,11 +157,15 @@ mod tests {
             ("docker", "docker"),
         ] {
             pod_container(
-                &format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/{prefix}-{ID}.scope"),
+                &format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/{prefix}-{ID}.scope"
+                ),
                 Some(runtime),
             );
             pod_container(
-                &format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/{prefix}-{ID}.scope"),
+                &format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/{prefix}-{ID}.scope"
+                ),
                 Some(runtime),
             );
             // Guaranteed.
@@ -251,6 +255,9 @@ mod tests {
             assert_eq!(parse(path).kind, Kind::Other, "{path}");
         }
         // Upper-case hex is not an id.
-        assert_eq!(parse(&format!("/docker/{}", ID.to_uppercase())).kind, Kind::Other);
+        assert_eq!(
+            parse(&format!("/docker/{}", ID.to_uppercase())).kind,
+            Kind::Other
+        );
     }
 }

@@ -50,11 +50,7 @@ impl Hierarchies {
             let fstype = post.next().unwrap_or_default();
             let super_opts = post.nth(1).unwrap_or_default();
             match fstype {
-                "cgroup2" => {
-                    if h.unified.is_none() {
-                        h.unified = Some(mount_point);
-                    }
-                }
+                "cgroup2" if h.unified.is_none() => h.unified = Some(mount_point),
                 "cgroup" => {
                     let mut controllers: Vec<String> = super_opts
                         .split(',')
@@ -155,8 +151,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -189,10 +184,16 @@ mod tests {
             Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
         );
         assert_eq!(h.v1_mount("cpu"), h.v1_mount("cpuacct"));
-        assert_eq!(h.v1_mount("memory"), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(
+            h.v1_mount("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
         assert_eq!(h.v1_mount("pids"), None);
         assert_eq!(h.v1.len(), 2, "name=systemd is not a controller");
-        assert_eq!(h.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            h.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         // A DaemonSet's view of the host's tree.
         let h = Hierarchies::from_mountinfo(HYBRID, Path::new("/host/sys/fs/cgroup"));
         assert_eq!(

@@ -33,7 +33,9 @@ pub(crate) fn flat_keyed(buf: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
 
 /// The value of `key` in a flat keyed file.
 pub(crate) fn keyed(buf: &[u8], key: &str) -> Option<u64> {
-    flat_keyed(buf).find(|(k, _)| *k == key.as_bytes()).map(|(_, v)| v)
+    flat_keyed(buf)
+        .find(|(k, _)| *k == key.as_bytes())
+        .map(|(_, v)| v)
 }
 
 /// `some`/`full` `total=` (µs) of a PSI file (`cpu.pressure`, …):

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use super::parse;
-use super::stats::{DeviceIo, InterfaceNet, Stats};
+use super::stats::{DeviceIo, InterfaceNet, Spec, Stats};
 
 /// A cgroup's directory in each hierarchy it exists in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,18 +78,21 @@ impl Reader {
         }
     }
 
-    /// Reads everything of one cgroup into `s` (cleared first).
-    pub(crate) fn read_cgroup(&mut self, dirs: &Dirs, s: &mut Stats) {
+    /// Reads one cgroup into `s` (cleared first). The limits are read when `spec` is `None`
+    /// (and left in `s.spec`), else taken from it.
+    pub(crate) fn read_cgroup(&mut self, dirs: &Dirs, spec: Option<Spec>, s: &mut Stats) {
         s.clear();
+        let read_spec = spec.is_none();
+        s.spec = spec.unwrap_or_default();
         if dirs.cpuacct.is_some() || dirs.cpu.is_some() {
-            self.v1_cpu(dirs.cpuacct.as_deref(), dirs.cpu.as_deref(), s);
+            self.v1_cpu(dirs.cpuacct.as_deref(), dirs.cpu.as_deref(), read_spec, s);
         } else if let Some(u) = &dirs.unified {
-            self.v2_cpu(u, s);
+            self.v2_cpu(u, read_spec, s);
         }
         if let Some(m) = &dirs.memory {
-            self.v1_memory(m, s);
+            self.v1_memory(m, read_spec, s);
         } else if let Some(u) = &dirs.unified {
-            self.v2_memory(u, s);
+            self.v2_memory(u, read_spec, s);
         }
         if let Some(b) = &dirs.blkio {
             self.v1_blkio(b, s);

@@ -43,17 +43,27 @@ pub struct Stats {
     pub memory_swap: Option<u64>,
     pub memory_failcnt: Option<u64>,
     pub oom_kills: Option<u64>,
-    /// 0 means unlimited, as cAdvisor reports limits above 2^62.
-    pub spec_memory_limit: Option<u64>,
-    pub spec_cpu_quota: Option<u64>,
-    pub spec_cpu_period: Option<u64>,
-    pub spec_cpu_shares: Option<u64>,
+    /// Limits: read when a cgroup is first seen and every spec refresh after.
+    pub spec: Spec,
     pub processes: Option<u64>,
     pub threads: Option<u64>,
     pub io: Vec<DeviceIo>,
     pub net: Vec<InterfaceNet>,
     /// cpu, memory, io.
     pub pressure: [Pressure; 3],
+}
+
+/// A cgroup's limits (cAdvisor's container spec, read once per container there). `None` where
+/// unset or the file is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// 0 means unlimited, as cAdvisor reports limits above 2^62.
+    pub memory_limit: Option<u64>,
+    pub cpu_quota: Option<u64>,
+    pub cpu_period: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    /// v1 `memory.use_hierarchy` (true when absent).
+    pub memory_hierarchical: Option<bool>,
 }
 
 /// cAdvisor reports memory limits above this as 0 (unlimited).
@@ -103,9 +113,21 @@ impl Stats {
                 ts,
             );
         }
-        one(g, "container_cpu_user_seconds_total", self.cpu_user_ns.map(secs));
-        one(g, "container_cpu_system_seconds_total", self.cpu_system_ns.map(secs));
-        one(g, "container_cpu_cfs_periods_total", self.cfs_periods.map(|v| v as f64));
+        one(
+            g,
+            "container_cpu_user_seconds_total",
+            self.cpu_user_ns.map(secs),
+        );
+        one(
+            g,
+            "container_cpu_system_seconds_total",
+            self.cpu_system_ns.map(secs),
+        );
+        one(
+            g,
+            "container_cpu_cfs_periods_total",
+            self.cfs_periods.map(|v| v as f64),
+        );
         one(
             g,
             "container_cpu_cfs_throttled_periods_total",
@@ -118,35 +140,73 @@ impl Stats {
         );
         let f = |v: Option<u64>| v.map(|v| v as f64);
         one(g, "container_memory_usage_bytes", f(self.memory_usage));
-        one(g, "container_memory_working_set_bytes", f(self.memory_working_set));
+        one(
+            g,
+            "container_memory_working_set_bytes",
+            f(self.memory_working_set),
+        );
         one(g, "container_memory_rss", f(self.memory_rss));
         one(g, "container_memory_cache", f(self.memory_cache));
         one(g, "container_memory_swap", f(self.memory_swap));
         one(g, "container_memory_failcnt", f(self.memory_failcnt));
         one(g, "container_oom_events_total", f(self.oom_kills));
-        one(g, "container_spec_memory_limit_bytes", f(self.spec_memory_limit));
-        one(g, "container_spec_cpu_quota", f(self.spec_cpu_quota));
-        one(g, "container_spec_cpu_period", f(self.spec_cpu_period));
-        one(g, "container_spec_cpu_shares", f(self.spec_cpu_shares));
+        one(
+            g,
+            "container_spec_memory_limit_bytes",
+            f(self.spec.memory_limit),
+        );
+        one(g, "container_spec_cpu_quota", f(self.spec.cpu_quota));
+        one(g, "container_spec_cpu_period", f(self.spec.cpu_period));
+        one(g, "container_spec_cpu_shares", f(self.spec.cpu_shares));
         one(g, "container_processes", f(self.processes));
         one(g, "container_threads", f(self.threads));
         for d in &self.io {
             let dev = [("device", d.device.as_str())];
-            g.push("container_fs_reads_bytes_total", &dev, d.read_bytes as f64, ts);
-            g.push("container_fs_writes_bytes_total", &dev, d.write_bytes as f64, ts);
+            g.push(
+                "container_fs_reads_bytes_total",
+                &dev,
+                d.read_bytes as f64,
+                ts,
+            );
+            g.push(
+                "container_fs_writes_bytes_total",
+                &dev,
+                d.write_bytes as f64,
+                ts,
+            );
         }
         for n in &self.net {
             let i = [("interface", n.interface.as_str())];
-            g.push("container_network_receive_bytes_total", &i, n.rx_bytes as f64, ts);
-            g.push("container_network_transmit_bytes_total", &i, n.tx_bytes as f64, ts);
+            g.push(
+                "container_network_receive_bytes_total",
+                &i,
+                n.rx_bytes as f64,
+                ts,
+            );
+            g.push(
+                "container_network_transmit_bytes_total",
+                &i,
+                n.tx_bytes as f64,
+                ts,
+            );
         }
         let us = |v: Option<u64>| v.map(|v| v as f64 / 1e6);
         for (p, res) in self.pressure.iter().zip(["cpu", "memory", "io"]) {
             if let Some(v) = us(p.some_us) {
-                g.push(&format!("container_pressure_{res}_waiting_seconds_total"), &[], v, ts);
+                g.push(
+                    &format!("container_pressure_{res}_waiting_seconds_total"),
+                    &[],
+                    v,
+                    ts,
+                );
             }
             if let Some(v) = us(p.full_us) {
-                g.push(&format!("container_pressure_{res}_stalled_seconds_total"), &[], v, ts);
+                g.push(
+                    &format!("container_pressure_{res}_stalled_seconds_total"),
+                    &[],
+                    v,
+                    ts,
+                );
             }
         }
         (g.series.len() - before) as u64
@@ -192,15 +252,34 @@ mod tests {
         let find = |name: &str| {
             g.series
                 .iter()
-                .find(|t| t.labels.iter().any(|l| l.name == "__name__" && l.value == name))
+                .find(|t| {
+                    t.labels
+                        .iter()
+                        .any(|l| l.name == "__name__" && l.value == name)
+                })
                 .unwrap_or_else(|| panic!("{name} missing"))
         };
         let cpu = find("container_cpu_usage_seconds_total");
         assert_eq!(cpu.samples[0].value, 2.5);
         assert_eq!(cpu.samples[0].timestamp, 7);
-        assert!(cpu.labels.iter().any(|l| l.name == "cpu" && l.value == "total"));
-        assert_eq!(find("container_cpu_cfs_throttled_seconds_total").samples[0].value, 0.001);
-        assert!(find("container_fs_writes_bytes_total").labels.iter().any(|l| l.value == "/dev/sda"));
-        assert_eq!(find("container_pressure_cpu_waiting_seconds_total").samples[0].value, 1.5);
+        assert!(
+            cpu.labels
+                .iter()
+                .any(|l| l.name == "cpu" && l.value == "total")
+        );
+        assert_eq!(
+            find("container_cpu_cfs_throttled_seconds_total").samples[0].value,
+            0.001
+        );
+        assert!(
+            find("container_fs_writes_bytes_total")
+                .labels
+                .iter()
+                .any(|l| l.value == "/dev/sda")
+        );
+        assert_eq!(
+            find("container_pressure_cpu_waiting_seconds_total").samples[0].value,
+            1.5
+        );
     }
 }

@@ -58,7 +58,10 @@ fn v2_container(dir: &Path) {
                 "anon 52428800\nfile 41943040\nkernel 1048576\nactive_anon 0\ninactive_anon 52428800\nactive_file 10485760\ninactive_file 31457280\nunevictable 0\n",
             ),
             ("memory.swap.current", "4096\n"),
-            ("memory.events", "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n"),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n",
+            ),
             ("memory.max", "268435456\n"),
             ("pids.current", "7\n"),
             (
@@ -98,7 +101,10 @@ fn v2_kubernetes_tree() {
     let root = tempfile::tempdir().unwrap();
     let cg = root.path().join("cgroup");
     let proc_root = root.path().join("proc");
-    write(&cg, &[("cgroup.controllers", "cpuset cpu io memory pids\n")]);
+    write(
+        &cg,
+        &[("cgroup.controllers", "cpuset cpu io memory pids\n")],
+    );
     let pod = cg.join(format!(
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
         UID.replace('-', "_")
@@ -108,7 +114,10 @@ fn v2_kubernetes_tree() {
     v2_container(&pod);
     std::fs::write(pod.join("cgroup.procs"), "").unwrap();
     // Other cgroups are not exported without all_cgroups.
-    write(&cg.join("system.slice/sshd.service"), &[("cpu.stat", "usage_usec 1\n")]);
+    write(
+        &cg.join("system.slice/sshd.service"),
+        &[("cpu.stat", "usage_usec 1\n")],
+    );
     fake_proc(&proc_root, 1, 4026531992);
     fake_proc(&proc_root, 4242, 4026532500);
 
@@ -136,7 +145,10 @@ fn v2_kubernetes_tree() {
     assert_eq!(v["container_spec_cpu_period"], 100000.0);
     assert_eq!(v["container_spec_cpu_shares"], 2597.0);
     assert_eq!(v["container_memory_usage_bytes"], 104857600.0);
-    assert_eq!(v["container_memory_working_set_bytes"], (104857600 - 31457280) as f64);
+    assert_eq!(
+        v["container_memory_working_set_bytes"],
+        (104857600 - 31457280) as f64
+    );
     assert_eq!(v["container_memory_rss"], 52428800.0);
     assert_eq!(v["container_memory_cache"], 41943040.0);
     assert_eq!(v["container_memory_swap"], 4096.0);
@@ -147,25 +159,41 @@ fn v2_kubernetes_tree() {
     assert_eq!(v["container_threads"], 7.0);
     // The device name comes from this host's /sys/dev/block (`8:0` if it has no such disk).
     assert!(
-        v.iter()
-            .any(|(k, v)| k.starts_with("container_fs_reads_bytes_total{device=") && *v == 90430464.0)
+        v.iter().any(
+            |(k, v)| k.starts_with("container_fs_reads_bytes_total{device=") && *v == 90430464.0
+        )
     );
-    assert!(v.keys().any(|k| k.starts_with("container_fs_writes_bytes_total{device=")));
+    assert!(
+        v.keys()
+            .any(|k| k.starts_with("container_fs_writes_bytes_total{device="))
+    );
     assert_eq!(v["container_pressure_cpu_waiting_seconds_total"], 3.0);
     assert_eq!(v["container_pressure_cpu_stalled_seconds_total"], 1.0);
-    assert_eq!(v["container_pressure_memory_stalled_seconds_total"], 0.00025);
+    assert_eq!(
+        v["container_pressure_memory_stalled_seconds_total"],
+        0.00025
+    );
     assert_eq!(v["container_pressure_io_waiting_seconds_total"], 0.0);
     // Network is the pod's, not each container's.
     assert!(!v.keys().any(|k| k.starts_with("container_network")));
     let pod_row = &out[1];
     assert_eq!(label(pod_row, "container_id"), None);
     let pv = values(pod_row);
-    assert_eq!(pv["container_network_receive_bytes_total{interface=eth0}"], 5000.0);
-    assert_eq!(pv["container_network_transmit_bytes_total{interface=eth0}"], 7000.0);
+    assert_eq!(
+        pv["container_network_receive_bytes_total{interface=eth0}"],
+        5000.0
+    );
+    assert_eq!(
+        pv["container_network_transmit_bytes_total{interface=eth0}"],
+        7000.0
+    );
     assert!(!pv.keys().any(|k| k.contains("interface=lo")));
     assert_eq!(pv["container_processes"], 0.0);
     for s in &container.series {
-        assert!(s.labels.windows(2).all(|w| w[0].name < w[1].name), "sorted, unique");
+        assert!(
+            s.labels.windows(2).all(|w| w[0].name < w[1].name),
+            "sorted, unique"
+        );
         assert_eq!(s.samples[0].timestamp, 1_000);
     }
 
@@ -245,7 +273,10 @@ fn v1_tree_with_separate_controller_mounts() {
                 "cache 1\nrss 2\nswap 3\ninactive_file 4\ntotal_cache 300000\ntotal_rss 600000\ntotal_swap 0\ntotal_inactive_file 250000\ntotal_active_file 50000\n",
             ),
             ("memory.failcnt", "5\n"),
-            ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
             ("memory.limit_in_bytes", "9223372036854771712\n"),
         ],
     );
@@ -265,14 +296,21 @@ fn v1_tree_with_separate_controller_mounts() {
     let mut src = CgroupSource::without_names(h, root.path().join("noproc"), false);
     let mut out = vec![];
     src.collect(0, &mut out).unwrap();
-    assert_eq!(out.len(), 1, "only the container; kubepods/burstable is not one");
+    assert_eq!(
+        out.len(),
+        1,
+        "only the container; kubepods/burstable is not one"
+    );
     let v = values(&out[0]);
     assert_eq!(v["container_cpu_usage_seconds_total{cpu=total}"], 3.0);
     assert_eq!(v["container_cpu_user_seconds_total"], 2.5);
     assert_eq!(v["container_cpu_system_seconds_total"], 0.5);
     assert_eq!(v["container_cpu_cfs_throttled_seconds_total"], 0.2);
     assert_eq!(v["container_cpu_cfs_throttled_periods_total"], 10.0);
-    assert!(!v.contains_key("container_spec_cpu_quota"), "-1 is no quota");
+    assert!(
+        !v.contains_key("container_spec_cpu_quota"),
+        "-1 is no quota"
+    );
     assert_eq!(v["container_spec_cpu_period"], 100000.0);
     assert_eq!(v["container_spec_cpu_shares"], 512.0);
     assert_eq!(v["container_memory_usage_bytes"], 1_000_000.0);
@@ -303,7 +341,10 @@ fn v1_without_hierarchy_uses_local_counters() {
         &[
             ("memory.usage_in_bytes", "100\n"),
             ("memory.use_hierarchy", "0\n"),
-            ("memory.stat", "cache 1\nrss 2\nswap 3\ntotal_cache 10\ntotal_rss 20\ntotal_inactive_file 40\n"),
+            (
+                "memory.stat",
+                "cache 1\nrss 2\nswap 3\ntotal_cache 10\ntotal_rss 20\ntotal_inactive_file 40\n",
+            ),
         ],
     );
     let mut src =
@@ -335,9 +376,15 @@ fn all_cgroups_exports_every_cgroup_and_resolver_names_them() {
     }
     let root = tempfile::tempdir().unwrap();
     let cg = root.path().join("cgroup");
-    write(&cg, &[("cgroup.controllers", ""), ("cpu.stat", "usage_usec 9\n")]);
+    write(
+        &cg,
+        &[("cgroup.controllers", ""), ("cpu.stat", "usage_usec 9\n")],
+    );
     write(&cg.join("system.slice"), &[("cpu.stat", "usage_usec 5\n")]);
-    write(&cg.join(format!("system.slice/docker-{ID}.scope")), &[("cpu.stat", "usage_usec 1\n")]);
+    write(
+        &cg.join(format!("system.slice/docker-{ID}.scope")),
+        &[("cpu.stat", "usage_usec 1\n")],
+    );
     let mut src = CgroupSource::with_hierarchies(
         Hierarchies::from_layout(&cg),
         root.path().join("p"),
@@ -347,9 +394,50 @@ fn all_cgroups_exports_every_cgroup_and_resolver_names_them() {
     let mut out = vec![];
     let c = src.collect(0, &mut out).unwrap();
     assert_eq!(c.exported, 3);
-    let ids: Vec<_> = out.iter().map(|g| label(g, "id").unwrap().to_owned()).collect();
+    let ids: Vec<_> = out
+        .iter()
+        .map(|g| label(g, "id").unwrap().to_owned())
+        .collect();
     assert!(ids.contains(&"/".to_owned()));
     assert!(ids.contains(&"/system.slice".to_owned()));
-    let docker = out.iter().find(|g| label(g, "container_id").is_some()).unwrap();
+    let docker = out
+        .iter()
+        .find(|g| label(g, "container_id").is_some())
+        .unwrap();
     assert_eq!(label(docker, "name"), Some("web"));
+}
+
+#[test]
+fn limits_are_reread_after_the_spec_refresh() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = root.path().join("cgroup");
+    write(&cg, &[("cgroup.controllers", "cpu memory\n")]);
+    let c = cg.join(format!("docker/{ID}"));
+    write(
+        &c,
+        &[
+            ("cpu.stat", "usage_usec 1\n"),
+            ("cpu.max", "20000 100000\n"),
+            ("memory.current", "1\n"),
+            ("memory.max", "1000\n"),
+        ],
+    );
+    let mut src =
+        CgroupSource::without_names(Hierarchies::from_layout(&cg), root.path().join("p"), false);
+    let quota = |src: &mut CgroupSource, t: i64| {
+        let mut out = vec![];
+        src.collect(t, &mut out).unwrap();
+        let v = values(&out[0]);
+        (
+            v["container_spec_cpu_quota"],
+            v["container_spec_memory_limit_bytes"],
+        )
+    };
+    assert_eq!(quota(&mut src, 0), (20000.0, 1000.0));
+    write(
+        &c,
+        &[("cpu.max", "40000 100000\n"), ("memory.max", "2000\n")],
+    );
+    assert_eq!(quota(&mut src, 10_000), (20000.0, 1000.0), "cached");
+    assert_eq!(quota(&mut src, 60_000), (40000.0, 2000.0), "re-read");
 }

@@ -10,13 +10,20 @@ use super::stats::{DeviceIo, Stats, spec_memory};
 const CLOCK_TICKS: u64 = 100;
 
 impl Reader {
-    pub(crate) fn v1_cpu(&mut self, cpuacct: Option<&Path>, cpu: Option<&Path>, s: &mut Stats) {
+    pub(crate) fn v1_cpu(
+        &mut self,
+        cpuacct: Option<&Path>,
+        cpu: Option<&Path>,
+        spec: bool,
+        s: &mut Stats,
+    ) {
         if let Some(a) = cpuacct {
             if self.read(a, "cpuacct.usage") {
                 s.cpu_usage_ns = parse::single_u64(self.buf());
             }
             if self.read(a, "cpuacct.stat") {
-                let ticks = |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
+                let ticks =
+                    |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
                 s.cpu_user_ns = ticks("user");
                 s.cpu_system_ns = ticks("system");
             }
@@ -28,28 +35,38 @@ impl Reader {
                 s.cfs_throttled_periods = parse::keyed(b, "nr_throttled");
                 s.cfs_throttled_ns = parse::keyed(b, "throttled_time");
             }
+            if !spec {
+                return;
+            }
             if self.read(c, "cpu.cfs_period_us") {
-                s.spec_cpu_period = parse::single_u64(self.buf());
+                s.spec.cpu_period = parse::single_u64(self.buf());
             }
             if self.read(c, "cpu.cfs_quota_us") {
                 // -1: no quota (cAdvisor then reports none).
-                s.spec_cpu_quota = parse::single_i64(self.buf())
+                s.spec.cpu_quota = parse::single_i64(self.buf())
                     .filter(|q| *q > 0)
                     .and_then(|q| u64::try_from(q).ok());
             }
             if self.read(c, "cpu.shares") {
-                s.spec_cpu_shares = parse::single_u64(self.buf());
+                s.spec.cpu_shares = parse::single_u64(self.buf());
             }
         }
     }
 
-    pub(crate) fn v1_memory(&mut self, m: &Path, s: &mut Stats) {
+    pub(crate) fn v1_memory(&mut self, m: &Path, spec: bool, s: &mut Stats) {
         if self.read(m, "memory.usage_in_bytes") {
             s.memory_usage = parse::single_u64(self.buf());
         }
         // cAdvisor's `setMemoryStats`: hierarchical totals unless use_hierarchy is off.
-        let hierarchical = !self.read(m, "memory.use_hierarchy")
-            || parse::single_u64(self.buf()) != Some(0);
+        if spec {
+            s.spec.memory_hierarchical = Some(
+                !self.read(m, "memory.use_hierarchy") || parse::single_u64(self.buf()) != Some(0),
+            );
+            if self.read(m, "memory.limit_in_bytes") {
+                s.spec.memory_limit = parse::single_u64(self.buf()).map(spec_memory);
+            }
+        }
+        let hierarchical = s.spec.memory_hierarchical.unwrap_or(true);
         if self.read(m, "memory.stat") {
             let b = self.buf();
             let (rss, cache, swap) = if hierarchical {
@@ -74,9 +91,6 @@ impl Reader {
         if self.read(m, "memory.oom_control") {
             // `oom_kill` exists since Linux 4.13.
             s.oom_kills = parse::keyed(self.buf(), "oom_kill");
-        }
-        if self.read(m, "memory.limit_in_bytes") {
-            s.spec_memory_limit = parse::single_u64(self.buf()).map(spec_memory);
         }
     }
 

@@ -8,7 +8,7 @@ use super::read::Reader;
 use super::stats::{Stats, spec_memory, weight_to_shares};
 
 impl Reader {
-    pub(crate) fn v2_cpu(&mut self, u: &Path, s: &mut Stats) {
+    pub(crate) fn v2_cpu(&mut self, u: &Path, spec: bool, s: &mut Stats) {
         if self.read(u, "cpu.stat") {
             let b = self.buf();
             let ns = |k| parse::keyed(b, k).map(|us| us * 1000);
@@ -19,20 +19,23 @@ impl Reader {
             s.cfs_throttled_periods = parse::keyed(b, "nr_throttled");
             s.cfs_throttled_ns = ns("throttled_usec");
         }
+        if !spec {
+            return;
+        }
         if self.read(u, "cpu.max") {
             // "quota period", quota `max` when unlimited.
             let b = parse::trim(self.buf());
             let mut it = b.split(|c| *c == b' ');
             let quota = it.next().and_then(parse::parse_u64);
-            s.spec_cpu_period = it.next().and_then(parse::parse_u64);
-            s.spec_cpu_quota = quota.filter(|q| *q > 0);
+            s.spec.cpu_period = it.next().and_then(parse::parse_u64);
+            s.spec.cpu_quota = quota.filter(|q| *q > 0);
         }
         if self.read(u, "cpu.weight") {
-            s.spec_cpu_shares = parse::single_u64(self.buf()).and_then(weight_to_shares);
+            s.spec.cpu_shares = parse::single_u64(self.buf()).and_then(weight_to_shares);
         }
     }
 
-    pub(crate) fn v2_memory(&mut self, u: &Path, s: &mut Stats) {
+    pub(crate) fn v2_memory(&mut self, u: &Path, spec: bool, s: &mut Stats) {
         if !self.read(u, "memory.current") {
             return;
         }
@@ -56,9 +59,9 @@ impl Reader {
         if self.read(u, "memory.events") {
             s.oom_kills = parse::keyed(self.buf(), "oom_kill");
         }
-        if self.read(u, "memory.max") {
+        if spec && self.read(u, "memory.max") {
             // `max` → unlimited → 0, as cAdvisor reports limits above 2^62.
-            s.spec_memory_limit = Some(parse::single_u64(self.buf()).map_or(0, spec_memory));
+            s.spec.memory_limit = Some(parse::single_u64(self.buf()).map_or(0, spec_memory));
         }
     }
 }

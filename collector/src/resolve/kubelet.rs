@@ -106,14 +106,11 @@ impl PodIndex {
             }
         }
         if let Some(cid) = &id.container_id {
-            match self.containers.get(cid) {
-                Some((name, image)) => {
-                    n.container = Some(name.clone());
-                    n.image = Some(image.clone());
-                }
-                // The pod sandbox (pause) container has no status, so an unknown id in a known
-                // pod is not a reason to refetch (an unknown pod already is).
-                None => {}
+            // The pod sandbox (pause) container has no status, so an unknown id in a known pod
+            // is not a reason to refetch (an unknown pod already is).
+            if let Some((name, image)) = self.containers.get(cid) {
+                n.container = Some(name.clone());
+                n.image = Some(image.clone());
             }
         }
         (n, miss)
@@ -231,7 +228,10 @@ mod tests {
         assert_eq!(n.pod.as_deref(), Some("web-0"));
         assert_eq!(n.container.as_deref(), Some("nginx"));
         assert_eq!(n.image.as_deref(), Some("docker.io/library/nginx:1.27"));
-        let (_, miss) = idx.names(&identity::parse(&format!("/kubepods/pod{}", "9".repeat(32))));
+        let (_, miss) = idx.names(&identity::parse(&format!(
+            "/kubepods/pod{}",
+            "9".repeat(32)
+        )));
         assert!(miss);
         assert!(PodIndex::from_json(b"not json").is_err());
     }
@@ -282,7 +282,11 @@ mod tests {
         assert_eq!(k.generation(), 1);
         let requests = server.join().unwrap();
         assert!(requests[0].starts_with("GET /pods "));
-        assert!(requests[0].to_ascii_lowercase().contains("authorization: bearer s3cret"));
+        assert!(
+            requests[0]
+                .to_ascii_lowercase()
+                .contains("authorization: bearer s3cret")
+        );
     }
 
     #[test]
