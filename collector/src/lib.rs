@@ -12,6 +12,7 @@
 //! is the container metrics source; names a cgroup path cannot tell come from an
 //! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none).
 
+pub mod accesslog;
 pub mod cgroup;
 pub mod config;
 mod error;
@@ -20,6 +21,7 @@ pub mod resolve;
 mod runner;
 mod sink;
 mod source;
+pub mod tail;
 
 pub use config::{CollectorConfig, KubeletConfig};
 pub use error::{Error, Result};
@@ -42,5 +44,3 @@ pub fn cgroup_collector(
     c.add_source(Box::new(source));
     Ok(c)
 }
-pub mod accesslog;
-pub mod tail;
