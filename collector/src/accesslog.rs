@@ -185,7 +185,8 @@ impl AccessLog {
             let mut lines = Vec::new();
             let stats = src.tailer.poll(mono_ms, &mut lines);
             batch.more |= stats.more;
-            let mut streams: BTreeMap<Vec<(String, String)>, Vec<LogEntry>> = BTreeMap::new();
+            // Per (file path, request host): the stream's labels are built once per stream.
+            let mut streams: BTreeMap<(Arc<Path>, Option<String>), Vec<LogEntry>> = BTreeMap::new();
             let mut acks: BTreeMap<FileId, (u64, u64)> = BTreeMap::new();
             let mut malformed = 0;
             let n = lines.len() as u64;
@@ -208,6 +209,17 @@ impl AccessLog {
                         (Vec::new(), None)
                     }
                 };
+                self.last_ts_ns = wall_ns.max(self.last_ts_ns + 1);
+                streams.entry((path, host)).or_default().push(LogEntry {
+                    timestamp_ns: self.last_ts_ns,
+                    line: text,
+                    fields,
+                });
+                acks.insert(file, (generation, end));
+            }
+            batch.lines += n;
+            batch.malformed += malformed;
+            for ((path, host), entries) in streams {
                 let mut labels = src.labels.clone();
                 labels.push(Label {
                     name: "filename".to_owned(),
@@ -219,30 +231,16 @@ impl AccessLog {
                         value: h,
                     });
                 }
-                labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                labels.dedup_by(|a, b| a.name == b.name);
-                self.last_ts_ns = wall_ns.max(self.last_ts_ns + 1);
-                let key = labels.into_iter().map(|l| (l.name, l.value)).collect();
-                streams.entry(key).or_default().push(LogEntry {
-                    timestamp_ns: self.last_ts_ns,
-                    line: text,
-                    fields,
-                });
-                acks.insert(file, (generation, end));
-            }
-            batch.lines += n;
-            batch.malformed += malformed;
-            batch
-                .streams
-                .extend(streams.into_iter().map(|(labels, entries)| {
-                    LogStream {
-                        labels: labels
-                            .into_iter()
-                            .map(|(name, value)| Label { name, value })
-                            .collect(),
-                        entries,
+                // A configured label of the same name gives way to the line's own.
+                labels.sort_by(|a, b| a.name.cmp(&b.name));
+                labels.dedup_by(|later, earlier| {
+                    later.name == earlier.name && {
+                        std::mem::swap(later, earlier);
+                        true
                     }
-                }));
+                });
+                batch.streams.push(LogStream { labels, entries });
+            }
             batch
                 .acks
                 .extend(acks.into_iter().map(|(f, (g, e))| (si, f, g, e)));

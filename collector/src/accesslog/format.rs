@@ -9,6 +9,8 @@
 //! a literal search per field is several times faster than a backtracking-free regex with many
 //! groups, and the collector parses every line of the router.
 
+use std::borrow::Cow;
+
 /// nginx's predefined `combined` format.
 pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
 
@@ -103,7 +105,7 @@ impl LogFormat {
 
     /// Splits `line` into `(variable, value)` pairs, appended to `out`; `false` when the line does
     /// not have the format's shape (then `out` is left as it was).
-    pub fn parse<'f, 'l>(&'f self, line: &'l str, out: &mut Vec<(&'f str, &'l str)>) -> bool {
+    pub fn parse<'a>(&'a self, line: &'a str, out: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>) -> bool {
         let start_len = out.len();
         let mut pos = 0;
         let mut i = 0;
@@ -120,7 +122,7 @@ impl LogFormat {
                 Part::Var(name) => match self.parts.get(i + 1) {
                     Some(Part::Literal(next)) => match line[pos..].find(next.as_str()) {
                         Some(k) => {
-                            out.push((name.as_str(), &line[pos..pos + k]));
+                            out.push((Cow::Borrowed(name), Cow::Borrowed(&line[pos..pos + k])));
                             pos += k + next.len();
                             i += 2;
                         }
@@ -130,7 +132,7 @@ impl LogFormat {
                         }
                     },
                     _ => {
-                        out.push((name.as_str(), &line[pos..]));
+                        out.push((Cow::Borrowed(name), Cow::Borrowed(&line[pos..])));
                         pos = line.len();
                         i += 1;
                     }
@@ -151,7 +153,14 @@ mod tests {
 
     fn parse<'a>(f: &'a LogFormat, line: &'a str) -> Option<Vec<(&'a str, &'a str)>> {
         let mut out = Vec::new();
-        f.parse(line, &mut out).then_some(out)
+        f.parse(line, &mut out).then(|| {
+            out.iter()
+                .map(|(n, v)| match (n, v) {
+                    (Cow::Borrowed(n), Cow::Borrowed(v)) => (*n, *v),
+                    _ => unreachable!(),
+                })
+                .collect()
+        })
     }
 
     #[test]

@@ -23,18 +23,7 @@ impl Parser {
     /// Appends the line's fields to `out`; `false` when the line does not match.
     pub fn parse<'a>(&'a self, line: &'a str, out: &mut Fields<'a>) -> bool {
         match self {
-            Parser::Nginx(f) => {
-                let mut pairs = Vec::with_capacity(f.vars().len());
-                if !f.parse(line, &mut pairs) {
-                    return false;
-                }
-                out.extend(
-                    pairs
-                        .into_iter()
-                        .map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))),
-                );
-                true
-            }
+            Parser::Nginx(f) => f.parse(line, out),
             Parser::Json => {
                 let Ok(map) =
                     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)

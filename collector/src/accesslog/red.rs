@@ -50,6 +50,9 @@ pub struct RedCounts {
     pub duration_sum: f64,
     /// The flush second at which the series last changed (for `series_ttl`).
     pub changed_s: i64,
+    /// Changed since the last flush.
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 /// Aggregates RED series.
@@ -59,8 +62,6 @@ pub struct Red {
     upstream_label: bool,
     max_series: usize,
     series: BTreeMap<RedKey, RedCounts>,
-    /// Whether counts changed since the last flush (for `changed_s`).
-    dirty: Vec<RedKey>,
 }
 
 /// What is checkpointed.
@@ -81,7 +82,6 @@ impl Red {
             upstream_label,
             max_series,
             series: BTreeMap::new(),
-            dirty: Vec::new(),
         }
     }
 
@@ -120,9 +120,10 @@ impl Red {
             None => String::new(),
         };
         let status_class = match a.status {
-            Some(s @ 100..=599) => format!("{}xx", s / 100),
-            _ => "unknown".to_owned(),
-        };
+            Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(s / 100 - 1)],
+            _ => "unknown",
+        }
+        .to_owned();
         let mut key = RedKey {
             host: a.host.unwrap_or_default().to_owned(),
             service: a.service.unwrap_or_default().to_owned(),
@@ -140,14 +141,16 @@ impl Red {
             key.upstream = OVERFLOW.to_owned();
         }
         let n = self.bounds.len();
-        let c = self.series.entry(key.clone()).or_insert_with(|| RedCounts {
+        let c = self.series.entry(key).or_insert_with(|| RedCounts {
             requests: 0,
             bytes: 0,
             buckets: vec![0; n],
             duration_count: 0,
             duration_sum: 0.0,
             changed_s: 0,
+            dirty: false,
         });
+        c.dirty = true;
         c.requests += 1;
         c.bytes += a.bytes.unwrap_or(0);
         if let Some(t) = a.request_time {
@@ -157,15 +160,14 @@ impl Red {
                 c.buckets[i] += 1;
             }
         }
-        self.dirty.push(key);
     }
 
     /// Every series' samples at `ts_ms`, one group per series with `base` labels added; forgets
     /// series unchanged for `ttl_s` seconds.
     pub fn flush(&mut self, ts_ms: i64, base: &[Label], ttl_s: i64) -> Vec<SeriesGroup> {
         let now_s = ts_ms.div_euclid(1000);
-        for k in self.dirty.drain(..) {
-            if let Some(c) = self.series.get_mut(&k) {
+        for c in self.series.values_mut() {
+            if std::mem::take(&mut c.dirty) {
                 c.changed_s = now_s;
             }
         }
