@@ -5,6 +5,8 @@
 //! pipeline from a file (tail, split, parse, RED, log entries with their fields). CPU time is
 //! this thread's, from `/proc/thread-self/schedstat`, so other load on the machine does not count.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 

@@ -3,6 +3,8 @@
 //! (`mv` + `nginx -s reopen`): the pipeline ships each line exactly once, and the RED counter sum
 //! equals nginx's own request count (`stub_status`).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
