@@ -12,7 +12,7 @@
 //! restored counts exclude them). A series idle for `series_ttl` is forgotten and, should it come
 //! back, starts again at 0: a counter reset, which `rate()` handles.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use bus::proto::Label;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,12 @@ pub struct Red {
     bounds: Vec<f64>,
     upstream_label: bool,
     max_series: usize,
-    series: BTreeMap<RedKey, RedCounts>,
+    /// Kept sorted by key at flush time; `index` finds a key's entry from its joined labels, so
+    /// that counting a line allocates nothing for a known series (a map ordered by the five label
+    /// strings spent most of its time comparing them).
+    series: Vec<(RedKey, RedCounts)>,
+    index: HashMap<Box<str>, usize>,
+    buf: String,
 }
 
 /// What is checkpointed.
@@ -81,7 +86,9 @@ impl Red {
             bounds,
             upstream_label,
             max_series,
-            series: BTreeMap::new(),
+            series: Vec::new(),
+            index: HashMap::new(),
+            buf: String::new(),
         }
     }
 
@@ -93,14 +100,24 @@ impl Red {
             .into_iter()
             .filter(|(_, c)| c.buckets.len() == n)
             .collect();
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.series.sort_by(|a, b| a.0.cmp(&b.0));
+        self.index = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (joined(&mut self.buf, k).into(), i))
+            .collect();
     }
 
     /// The counts to checkpoint.
     pub fn state(&self) -> RedState {
-        self.series
-            .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
-            .collect()
+        let mut s = self.series.clone();
+        s.sort_by(|a, b| a.0.cmp(&b.0));
+        s
     }
 
     /// Number of series.
@@ -112,44 +129,68 @@ impl Red {
         self.series.is_empty()
     }
 
+    fn lookup(&mut self, parts: &[&str]) -> Option<usize> {
+        let k = join_parts(&mut self.buf, parts);
+        self.index.get(k).copied()
+    }
+
     /// Counts one request.
     pub fn observe(&mut self, a: &Access<'_>) {
         let method = match a.method {
-            Some(m) if METHODS.contains(&m) => m.to_owned(),
-            Some(_) => "OTHER".to_owned(),
-            None => String::new(),
+            Some(m) => METHODS
+                .iter()
+                .find(|x| **x == m)
+                .copied()
+                .unwrap_or("OTHER"),
+            None => "",
         };
         let status_class = match a.status {
             Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(s / 100 - 1)],
             _ => "unknown",
-        }
-        .to_owned();
-        let mut key = RedKey {
-            host: a.host.unwrap_or_default().to_owned(),
-            service: a.service.unwrap_or_default().to_owned(),
-            upstream: if self.upstream_label {
-                a.upstream.unwrap_or_default().to_owned()
-            } else {
-                String::new()
-            },
+        };
+        let upstream = if self.upstream_label {
+            a.upstream.unwrap_or_default()
+        } else {
+            ""
+        };
+        let mut parts = [
+            a.host.unwrap_or_default(),
+            a.service.unwrap_or_default(),
+            upstream,
             method,
             status_class,
-        };
-        if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
-            key.host = OVERFLOW.to_owned();
-            key.service = OVERFLOW.to_owned();
-            key.upstream = OVERFLOW.to_owned();
+        ];
+        let mut i = self.lookup(&parts);
+        if i.is_none() && self.series.len() >= self.max_series {
+            parts[..3].fill(OVERFLOW);
+            i = self.lookup(&parts);
         }
-        let n = self.bounds.len();
-        let c = self.series.entry(key).or_insert_with(|| RedCounts {
-            requests: 0,
-            bytes: 0,
-            buckets: vec![0; n],
-            duration_count: 0,
-            duration_sum: 0.0,
-            changed_s: 0,
-            dirty: false,
-        });
+        let i = match i {
+            Some(i) => i,
+            None => {
+                let key = RedKey {
+                    host: parts[0].to_owned(),
+                    service: parts[1].to_owned(),
+                    upstream: parts[2].to_owned(),
+                    method: parts[3].to_owned(),
+                    status_class: parts[4].to_owned(),
+                };
+                let counts = RedCounts {
+                    requests: 0,
+                    bytes: 0,
+                    buckets: vec![0; self.bounds.len()],
+                    duration_count: 0,
+                    duration_sum: 0.0,
+                    changed_s: 0,
+                    dirty: false,
+                };
+                self.index
+                    .insert(joined(&mut self.buf, &key).into(), self.series.len());
+                self.series.push((key, counts));
+                self.series.len() - 1
+            }
+        };
+        let c = &mut self.series[i].1;
         c.dirty = true;
         c.requests += 1;
         c.bytes += a.bytes.unwrap_or(0);
@@ -166,12 +207,13 @@ impl Red {
     /// series unchanged for `ttl_s` seconds.
     pub fn flush(&mut self, ts_ms: i64, base: &[Label], ttl_s: i64) -> Vec<SeriesGroup> {
         let now_s = ts_ms.div_euclid(1000);
-        for c in self.series.values_mut() {
+        for (_, c) in &mut self.series {
             if std::mem::take(&mut c.dirty) {
                 c.changed_s = now_s;
             }
         }
-        self.series.retain(|_, c| now_s - c.changed_s < ttl_s);
+        self.series.retain(|(_, c)| now_s - c.changed_s < ttl_s);
+        self.reindex();
         let mut out = Vec::with_capacity(self.series.len());
         for (k, c) in &self.series {
             let mut identity: Vec<Label> = base.to_vec();
@@ -213,6 +255,23 @@ impl Red {
         }
         out
     }
+}
+
+/// The five labels joined with a separator no label value of a log line holds.
+fn join_parts<'b>(buf: &'b mut String, parts: &[&str]) -> &'b str {
+    buf.clear();
+    for p in parts {
+        buf.push_str(p);
+        buf.push('\u{1}');
+    }
+    buf
+}
+
+fn joined<'b>(buf: &'b mut String, k: &RedKey) -> &'b str {
+    join_parts(
+        buf,
+        &[&k.host, &k.service, &k.upstream, &k.method, &k.status_class],
+    )
 }
 
 /// A bucket bound as Prometheus client libraries write it (`0.005`, `1`, `2.5`).
