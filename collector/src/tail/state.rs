@@ -370,4 +370,37 @@ mod tests {
         assert!(!s.finished(5999, 5000));
         assert!(s.finished(6000, 5000));
     }
+
+    proptest::proptest! {
+        /// However a file's growth is cut into reads, the same lines come out, each with the
+        /// offset just after its newline.
+        #[test]
+        fn chunking_does_not_change_the_lines(
+            lines in proptest::collection::vec("[a-z \r]{0,12}", 0..20),
+            cuts in proptest::collection::vec(0usize..200, 0..10),
+        ) {
+            let mut file = Vec::new();
+            let mut want = Vec::new();
+            for l in &lines {
+                file.extend_from_slice(l.as_bytes());
+                file.push(b'\n');
+                want.push((l.strip_suffix('\r').unwrap_or(l).to_owned(), file.len() as u64));
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(file.len())).collect();
+            cuts.push(file.len());
+            cuts.sort_unstable();
+            let mut s = state();
+            let mut out = Vec::new();
+            let mut st = ReadStats::default();
+            for cut in cuts {
+                if let SizeDecision::Read { from, guard } = s.on_size(cut as u64, 0) {
+                    proptest::prop_assert!(
+                        s.on_data(&file[from as usize..cut], guard, 1024, 0, &mut out, &mut st)
+                    );
+                }
+            }
+            let got: Vec<(String, u64)> = out.into_iter().map(|l| (l.text, l.end)).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
