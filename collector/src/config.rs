@@ -27,6 +27,10 @@ pub struct CollectorConfig {
     /// labels containers with what their cgroup paths tell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<KubeletConfig>,
+    /// Container names and images from the Docker Engine API on its unix socket (plain Docker,
+    /// and Kubernetes with cri-dockerd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -38,7 +42,50 @@ impl Default for CollectorConfig {
             all_cgroups: false,
             tenant: String::new(),
             kubelet: None,
+            docker: None,
         }
+    }
+}
+
+/// The Docker Engine API, to name containers found by id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The daemon's unix socket.
+    pub socket: PathBuf,
+    /// Time-out of one request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long after a failed look-up a container is looked up again.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            timeout: Duration::from_secs(2),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DockerConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !self.socket.is_absolute() {
+            return Err(format!(
+                "collector.docker.socket: {} is not an absolute path",
+                self.socket.display()
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("collector.docker.timeout: must be above 0".to_owned());
+        }
+        if self.retry.is_zero() {
+            return Err("collector.docker.retry: must be above 0".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +149,9 @@ impl CollectorConfig {
         }
         if let Some(k) = &self.kubelet {
             k.validate()?;
+        }
+        if let Some(d) = &self.docker {
+            d.validate()?;
         }
         Ok(())
     }
