@@ -44,7 +44,14 @@ struct Entry {
     seen: u64,
     /// The limits and when they were read (ms); re-read every [`SPEC_REFRESH_MS`].
     spec: Option<(Spec, i64)>,
+    /// What was exported last, to end its series with staleness markers when the cgroup goes.
+    last: Option<Stats>,
 }
+
+/// Prometheus's staleness marker (`value.StaleNaN`): written for every series of a cgroup that
+/// disappeared, so that queries stop returning it at once instead of for the 5-minute lookback,
+/// as Prometheus does for series that vanish from a scrape.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// How long a cgroup's limits are used before they are read again. cAdvisor reads them once per
 /// container; re-reading each minute catches in-place resizes at a fraction of the cost of
@@ -145,8 +152,8 @@ impl CgroupSource {
     }
 
     /// Walks the hierarchies and updates the cached entries: new cgroups are added, vanished
-    /// ones dropped. Returns the number of cgroup directories seen.
-    fn discover(&mut self) -> u64 {
+    /// ones dropped (and returned). Returns the number of cgroup directories seen.
+    fn discover(&mut self, gone: &mut Vec<Entry>) -> u64 {
         self.scan += 1;
         let mut found = std::mem::take(&mut self.found);
         found.clear();
@@ -174,12 +181,23 @@ impl CgroupSource {
                     labels_generation: None,
                     seen: self.scan,
                     spec: None,
+                    last: None,
                 },
             );
         }
         self.found = found;
         let scan = self.scan;
-        self.entries.retain(|_, e| e.seen == scan);
+        let vanished: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.seen != scan)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in vanished {
+            if let Some(e) = self.entries.remove(&p) {
+                gone.push(e);
+            }
+        }
         dirs_seen
     }
 
@@ -268,7 +286,8 @@ impl Source for CgroupSource {
     }
 
     fn collect(&mut self, now_ms: i64, out: &mut Vec<SeriesGroup>) -> Result<Collected> {
-        let walked = self.discover();
+        let mut gone = Vec::new();
+        let walked = self.discover(&mut gone);
         self.resolver.refresh(Instant::now());
         let generation = self.resolver.generation();
         let mut c = Collected {
@@ -327,10 +346,28 @@ impl Source for CgroupSource {
                 series: Vec::with_capacity(32),
             };
             c.samples += s.emit(&mut g, now_ms);
+            match &mut e.last {
+                Some(last) => last.clone_from(s),
+                None => e.last = Some(s.clone()),
+            }
             c.exported += 1;
             if !g.series.is_empty() {
                 out.push(g);
             }
+        }
+        for e in gone {
+            let Some(last) = e.last else { continue };
+            let mut g = SeriesGroup {
+                identity: e.labels,
+                series: Vec::new(),
+            };
+            c.samples += last.emit(&mut g, now_ms);
+            for series in &mut g.series {
+                for sample in &mut series.samples {
+                    sample.value = f64::from_bits(STALE_NAN);
+                }
+            }
+            out.push(g);
         }
         c.errors = self.reader.take_errors();
         Ok(c)

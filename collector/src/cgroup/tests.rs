@@ -203,8 +203,19 @@ fn v2_kubernetes_tree() {
     v2_container(&pod.join(format!("crio-{id2}.scope")));
     let mut out = vec![];
     src.collect(2_000, &mut out).unwrap();
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
     assert_eq!(label(&out[0], "container_id"), Some(id2.as_str()));
+    // The vanished container's series end with staleness markers, once.
+    let gone = &out[2];
+    assert_eq!(label(gone, "container_id"), Some(ID));
+    assert_eq!(gone.series.len(), container.series.len());
+    for s in &gone.series {
+        assert_eq!(s.samples[0].value.to_bits(), STALE_NAN);
+        assert_eq!(s.samples[0].timestamp, 2_000);
+    }
+    let mut out = vec![];
+    src.collect(3_000, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
 }
 
 #[test]
