@@ -93,9 +93,16 @@ impl DockerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubeletConfig {
-    /// The pods endpoint, e.g. `http://127.0.0.1:10255/pods` (the read-only port) or a local
-    /// proxy in front of the authenticated port.
+    /// The pods endpoint: `https://<node>:10250/pods` (with a token that may `get` `nodes/proxy`)
+    /// or the read-only `http://127.0.0.1:10255/pods` where it is enabled.
     pub url: String,
+    /// PEM file of the CA that signed the kubelet's serving certificate (added to the built-in
+    /// roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any kubelet certificate (self-signed serving certificates; metrics-server's
+    /// `--kubelet-insecure-tls`).
+    pub insecure_skip_verify: bool,
     /// A file holding a bearer token sent as `Authorization: Bearer …` (a service account token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
@@ -114,7 +121,9 @@ pub struct KubeletConfig {
 impl Default for KubeletConfig {
     fn default() -> Self {
         KubeletConfig {
-            url: "http://127.0.0.1:10255/pods".to_owned(),
+            url: "https://127.0.0.1:10250/pods".to_owned(),
+            ca_file: None,
+            insecure_skip_verify: false,
             bearer_token_file: None,
             refresh: Duration::from_secs(60),
             min_refresh: Duration::from_secs(5),
@@ -160,10 +169,10 @@ impl CollectorConfig {
 impl KubeletConfig {
     fn validate(&self) -> Result<(), String> {
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "http" => {}
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             Ok(u) => {
                 return Err(format!(
-                    "collector.kubelet.url: scheme {:?} is not supported (use http, e.g. the read-only port or a local proxy)",
+                    "collector.kubelet.url: scheme {:?} is not supported (use https or http)",
                     u.scheme()
                 ));
             }
