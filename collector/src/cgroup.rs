@@ -1,11 +1,14 @@
 //! Container metrics from cgroups: discovery of container cgroups in the v1 and v2 hierarchies
 //! and their statistics under cAdvisor's names.
 //!
-//! Every tick walks the hierarchies (directories only) and reads the files of each container
-//! cgroup found. cgroupfs (kernfs) gives no cheap change signal to skip the walk: a directory's
-//! mtime does not change when a child cgroup is created (checked on Linux 6.18), and inotify does
-//! not report cgroup creation; a walk costs one `getdents` per cgroup directory, which is small
-//! beside reading the stat files.
+//! Every tick walks the hierarchy (directories only, `d_type` from `getdents`, no `stat`) and
+//! reads the files of each container cgroup found. cgroupfs (kernfs) offers no cheap change
+//! signal to skip the walk: a directory's mtime does not change when a child cgroup is created
+//! (checked on Linux 6.18), and inotify would need a watch on every cgroup directory. The walk is
+//! a small part of a scan: one `getdents` per cgroup directory against ~20 file reads per
+//! container. What is cached between scans is everything derived from the path: the directories
+//! in each hierarchy, the identity labels (until the resolver learns more), and the limits
+//! (re-read every minute).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,6 +41,9 @@ use read::Reader;
 #[derive(Debug)]
 struct Entry {
     dirs: Dirs,
+    /// Scans left in which missing directories are looked for again: a runtime creates a
+    /// container's directory in one hierarchy after the other, and a walk may come in between.
+    dirs_rechecks: u8,
     identity: PathIdentity,
     labels: Vec<Label>,
     labels_generation: Option<u64>,
@@ -165,17 +171,26 @@ impl CgroupSource {
         for rel in found.drain(..) {
             if let Some(e) = self.entries.get_mut(&rel) {
                 e.seen = self.scan;
+                if e.dirs_rechecks > 0 {
+                    e.dirs_rechecks -= 1;
+                    let (dirs, complete) = dirs_of(&self.hierarchies, &rel);
+                    e.dirs = dirs;
+                    if complete {
+                        e.dirs_rechecks = 0;
+                    }
+                }
                 continue;
             }
             let identity = identity::parse(&rel);
             if !identity.is_container() && !self.all_cgroups {
                 continue;
             }
-            let dirs = self.dirs(&rel);
+            let (dirs, complete) = dirs_of(&self.hierarchies, &rel);
             self.entries.insert(
                 rel,
                 Entry {
                     dirs,
+                    dirs_rechecks: if complete { 0 } else { 3 },
                     identity,
                     labels: Vec::new(),
                     labels_generation: None,
@@ -200,19 +215,30 @@ impl CgroupSource {
         }
         dirs_seen
     }
+}
 
-    fn dirs(&self, rel: &str) -> Dirs {
-        let at = |mount: Option<&Path>| mount.map(|m| join_rel(m, rel)).filter(|p| p.is_dir());
-        let h = &self.hierarchies;
-        Dirs {
-            cpu: at(h.v1_mount("cpu")),
-            cpuacct: at(h.v1_mount("cpuacct")),
-            memory: at(h.v1_mount("memory")),
-            blkio: at(h.v1_mount("blkio")),
-            pids: at(h.v1_mount("pids")),
-            unified: at(h.unified.as_deref()),
+/// The directories of cgroup `rel` in each hierarchy, and whether it exists in all of them.
+fn dirs_of(h: &Hierarchies, rel: &str) -> (Dirs, bool) {
+    let mut complete = true;
+    let mut at = |mount: Option<&Path>| {
+        let mount = mount?;
+        let p = join_rel(mount, rel);
+        if p.is_dir() {
+            Some(p)
+        } else {
+            complete = false;
+            None
         }
-    }
+    };
+    let dirs = Dirs {
+        cpu: at(h.v1_mount("cpu")),
+        cpuacct: at(h.v1_mount("cpuacct")),
+        memory: at(h.v1_mount("memory")),
+        blkio: at(h.v1_mount("blkio")),
+        pids: at(h.v1_mount("pids")),
+        unified: at(h.unified.as_deref()),
+    };
+    (dirs, complete)
 }
 
 /// `mount` joined with a cgroup path relative to it (`/` is the mount itself).

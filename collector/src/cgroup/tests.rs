@@ -452,3 +452,28 @@ fn limits_are_reread_after_the_spec_refresh() {
     assert_eq!(quota(&mut src, 10_000), (20000.0, 1000.0), "cached");
     assert_eq!(quota(&mut src, 60_000), (40000.0, 2000.0), "re-read");
 }
+
+#[test]
+fn a_hierarchy_created_after_discovery_is_picked_up() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = root.path().join("cgroup");
+    let rel = format!("docker/{ID}");
+    write(
+        &cg.join("cpu,cpuacct").join(&rel),
+        &[("cpuacct.usage", "5\n")],
+    );
+    std::fs::create_dir_all(cg.join("memory")).unwrap();
+    let mut src =
+        CgroupSource::without_names(Hierarchies::from_layout(&cg), root.path().join("p"), false);
+    let mut out = vec![];
+    src.collect(0, &mut out).unwrap();
+    assert!(!values(&out[0]).contains_key("container_memory_usage_bytes"));
+    // The runtime creates the memory cgroup a moment later.
+    write(
+        &cg.join("memory").join(&rel),
+        &[("memory.usage_in_bytes", "42\n")],
+    );
+    let mut out = vec![];
+    src.collect(1, &mut out).unwrap();
+    assert_eq!(values(&out[0])["container_memory_usage_bytes"], 42.0);
+}
