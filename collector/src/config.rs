@@ -6,6 +6,22 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the node agent's container metrics (the `collector:` section).
+///
+/// ```yaml
+/// collector:
+///   interval: 10s
+///   cgroup_root: /sys/fs/cgroup
+///   proc_root: /proc
+///   all_cgroups: false
+///   tenant: ""
+///   # kubelet:
+///   #   url: https://127.0.0.1:10250/pods
+///   #   bearer_token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
+///   #   insecure_skip_verify: true
+///   #   refresh: 60s
+///   # docker:
+///   #   socket: /var/run/docker.sock
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {

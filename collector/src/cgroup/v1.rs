@@ -22,8 +22,10 @@ impl Reader {
                 s.cpu_usage_ns = parse::single_u64(self.buf());
             }
             if self.read(a, "cpuacct.stat") {
-                let ticks =
-                    |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
+                let ticks = |k| {
+                    parse::keyed(self.buf(), k)
+                        .map(|t| t.saturating_mul(1_000_000_000 / CLOCK_TICKS))
+                };
                 s.cpu_user_ns = ticks("user");
                 s.cpu_system_ns = ticks("system");
             }
