@@ -338,7 +338,19 @@ impl Source for CgroupSource {
             if spec.is_none() {
                 e.spec = Some((s.spec, now_ms));
             }
-            let procs = self.reader.procs(&e.dirs);
+            let mut procs = self.reader.procs(&e.dirs);
+            // crun on cgroup v2 runs a container's processes in a `container` sub-cgroup of its
+            // scope (the scope's v2 counters include it); count those.
+            if matches!(procs, Some((0, _)))
+                && matches!(e.identity.kind, Kind::PodContainer | Kind::Container)
+                && let Some(u) = &e.dirs.unified
+            {
+                let inner = Dirs {
+                    unified: Some(u.join("container")),
+                    ..Dirs::default()
+                };
+                procs = self.reader.procs(&inner).or(procs);
+            }
             if let Some((n, _)) = procs {
                 s.processes = Some(n);
             }

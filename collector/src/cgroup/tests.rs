@@ -477,3 +477,41 @@ fn a_hierarchy_created_after_discovery_is_picked_up() {
     src.collect(1, &mut out).unwrap();
     assert_eq!(values(&out[0])["container_memory_usage_bytes"], 42.0);
 }
+
+#[test]
+fn crun_container_sub_cgroup_holds_the_processes() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = root.path().join("cgroup");
+    let proc_root = root.path().join("proc");
+    write(&cg, &[("cgroup.controllers", "cpu memory pids\n")]);
+    let scope = cg.join(format!(
+        "kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope",
+        UID.replace('-', "_")
+    ));
+    write(
+        &scope,
+        &[("cgroup.procs", ""), ("cpu.stat", "usage_usec 2000000\n")],
+    );
+    write(&scope.join("container"), &[("cgroup.procs", "4242\n")]);
+    fake_proc(&proc_root, 1, 4026531992);
+    fake_proc(&proc_root, 4242, 4026532500);
+    let mut src = CgroupSource::without_names(Hierarchies::from_layout(&cg), proc_root, false);
+    let mut out = vec![];
+    src.collect(0, &mut out).unwrap();
+    // The scope (not its `container` child) is the container; the pod gets the network.
+    let container = out
+        .iter()
+        .find(|g| label(g, "container_id") == Some(ID))
+        .unwrap();
+    assert_eq!(values(container)["container_processes"], 1.0);
+    assert_eq!(
+        values(container)["container_cpu_usage_seconds_total{cpu=total}"],
+        2.0
+    );
+    let pod = out
+        .iter()
+        .find(|g| label(g, "container_id").is_none())
+        .unwrap();
+    assert!(values(pod).contains_key("container_network_receive_bytes_total{interface=eth0}"));
+    assert_eq!(out.len(), 2);
+}
