@@ -78,6 +78,14 @@ impl TestCgroup {
         while !std::fs::read_to_string(&procs)
             .is_ok_and(|p| p.lines().any(|l| l == pid.to_string()))
         {
+            // A short-lived script may be done before it is seen.
+            let done = self
+                .children
+                .last_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if done.is_some() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "pid {pid} never joined {}",
@@ -492,4 +500,42 @@ fn host_network_namespace_is_not_exported() {
         !v.keys().any(|k| k.starts_with("container_network")),
         "{v:?}"
     );
+}
+
+/// The same on a cgroup v2 memory controller (pure v2 hosts): `memory.events` `oom_kill`.
+#[test]
+fn v2_memory_max_oom_kill_is_counted() {
+    let Some(h) = hierarchies() else { return };
+    let Some(unified) = h.unified.clone() else {
+        eprintln!("SKIP: no cgroup v2 hierarchy");
+        return;
+    };
+    let rel = name("v2mem");
+    let Some(mut cg) = TestCgroup::create(std::slice::from_ref(&unified), &rel) else {
+        return;
+    };
+    if !cg.dir(&unified).join("memory.max").exists() {
+        eprintln!(
+            "SKIP: the v2 memory controller is not enabled here (bound to v1 on a hybrid host)"
+        );
+        return;
+    }
+    cg.set(&unified, "memory.max", &(32u64 << 20).to_string());
+    let _ = std::fs::write(cg.dir(&unified).join("memory.swap.max"), "0");
+    let v2_only = Hierarchies {
+        v1: vec![],
+        unified: Some(unified),
+    };
+    let mut src = CgroupSource::without_names(v2_only, "/proc".into(), true);
+    let before = collect_for(&mut src, &rel);
+    assert_eq!(before["container_oom_events_total"], 0.0);
+    assert_eq!(
+        before["container_spec_memory_limit_bytes"],
+        (32u64 << 20) as f64
+    );
+    cg.spawn("head -c 268435456 /dev/zero | tail > /dev/null");
+    let status = cg.children.last_mut().expect("child").wait().expect("wait");
+    eprintln!("allocator exited with {status}");
+    let after = collect_for(&mut src, &rel);
+    assert!(after["container_oom_events_total"] >= 1.0, "{after:?}");
 }
