@@ -95,6 +95,7 @@ impl Batch {
 pub struct AccessLog {
     sources: Vec<SourceRt>,
     checkpoint_file: PathBuf,
+    tenant: String,
     series_ttl_s: i64,
     last_flush_s: i64,
     /// No flush at or before this second (the second the process restored its checkpoint in: a
@@ -168,6 +169,7 @@ impl AccessLog {
         Ok(AccessLog {
             sources,
             checkpoint_file,
+            tenant: config.tenant.clone(),
             series_ttl_s: i64::try_from(config.series_ttl.as_secs()).unwrap_or(i64::MAX),
             last_flush_s: cp.last_flush_s,
             first_flush_s: unix_ms(now).div_euclid(1000) + 1,
@@ -295,6 +297,18 @@ impl AccessLog {
         })?;
         crate::tail::checkpoint::write_atomic(&self.checkpoint_file, &bytes)
             .map_err(Error::io(&self.checkpoint_file))
+    }
+
+    /// [`AccessLog::run`] shipping lines to the bus's logs topic and RED samples to its metrics
+    /// topic, for the configured tenant.
+    pub async fn run_on_bus(
+        self,
+        producer: Arc<dyn bus::Producer>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let logs = Arc::new(BusLogsSink::new(Arc::clone(&producer), self.tenant.clone()));
+        let samples = Arc::new(crate::BusSink::new(producer, self.tenant.clone()));
+        self.run(logs, samples, shutdown).await;
     }
 
     /// Polls, ships and commits until `shutdown` resolves: at once again while files have a
