@@ -1,4 +1,19 @@
 //! The `access_log:` section: which router logs to tail, how to parse them, and the RED metrics.
+//!
+//! ```yaml
+//! access_log:
+//!   checkpoint_file: collector/access_log.checkpoint.json   # under the data dir
+//!   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+//!   sources:
+//!     - name: ingress
+//!       include: ["/var/log/nginx/access.log"]             # live files only
+//!       labels: {job: ingress}
+//!       service_field: service                              # e.g. set by an nginx `map`
+//!       parsers:                                            # first match wins
+//!         - nginx: '$remote_addr - [$time_local] $host "$request" $status $body_bytes_sent $request_time "$upstream_addr" "$upstream_response_time" $request_id "$http_traceparent" $service'
+//!         - json
+//!         - regex: '^(?P<remote_addr>\S+) (?P<method>[A-Z]+) (?P<uri>\S+) (?P<status>\d{3})'
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,9 +111,10 @@ impl Default for AccessLogSource {
     }
 }
 
-/// A line parser.
+/// A line parser. In the file: `{nginx: '<log_format>'}`, `json`, `{regex: '<regex>'}` (single-key
+/// maps, which every YAML parser reads the same, rather than YAML tags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ParserRepr", into = "ParserRepr")]
 pub enum ParserConfig {
     /// An nginx `log_format` string (`$var` tokens), or `combined`.
     Nginx(String),
@@ -106,6 +122,40 @@ pub enum ParserConfig {
     Json,
     /// A regex whose named groups are named like nginx variables.
     Regex(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ParserRepr {
+    Name(String),
+    Map(BTreeMap<String, String>),
+}
+
+impl TryFrom<ParserRepr> for ParserConfig {
+    type Error = String;
+
+    fn try_from(r: ParserRepr) -> Result<Self, String> {
+        match r {
+            ParserRepr::Name(n) if n == "json" => Ok(ParserConfig::Json),
+            ParserRepr::Map(m) if m.len() == 1 => match m.into_iter().next() {
+                Some((k, v)) if k == "nginx" => Ok(ParserConfig::Nginx(v)),
+                Some((k, v)) if k == "regex" => Ok(ParserConfig::Regex(v)),
+                Some((k, _)) => Err(format!("unknown parser {k:?} (nginx, json, regex)")),
+                None => Err("empty parser".to_owned()),
+            },
+            _ => Err("a parser is `json`, `{nginx: FORMAT}` or `{regex: REGEX}`".to_owned()),
+        }
+    }
+}
+
+impl From<ParserConfig> for ParserRepr {
+    fn from(p: ParserConfig) -> Self {
+        match p {
+            ParserConfig::Json => ParserRepr::Name("json".to_owned()),
+            ParserConfig::Nginx(f) => ParserRepr::Map([("nginx".to_owned(), f)].into()),
+            ParserConfig::Regex(r) => ParserRepr::Map([("regex".to_owned(), r)].into()),
+        }
+    }
 }
 
 impl ParserConfig {
@@ -214,6 +264,26 @@ mod tests {
         assert_eq!(parsed, c);
     }
 
+    /// The example in this module's documentation is a valid section.
+    #[test]
+    fn the_documented_example_parses_and_validates() {
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip_while(|l| !l.starts_with("```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v: BTreeMap<String, AccessLogConfig> = serde_yaml_ng::from_str(&doc).unwrap();
+        let c = &v["access_log"];
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        assert_eq!(c.sources[0].parsers.len(), 3);
+        assert_eq!(c.sources[0].parsers[1], ParserConfig::Json);
+        assert_eq!(c.buckets, DEFAULT_BUCKETS.to_vec());
+    }
+
     #[test]
     fn parses_sources_with_parser_chains() {
         let c: AccessLogConfig = serde_json::from_str(
@@ -226,6 +296,13 @@ mod tests {
         assert_eq!(c.sources[0].parsers.len(), 3);
         assert_eq!(c.sources[0].parsers[1], ParserConfig::Json);
         assert!(serde_json::from_str::<AccessLogConfig>(r#"{"source":[]}"#).is_err());
+        assert!(serde_json::from_str::<ParserConfig>(r#"{"grok":"x"}"#).is_err());
+        assert!(serde_json::from_str::<ParserConfig>(r#""xml""#).is_err());
+        let round: ParserConfig = serde_json::from_str(
+            &serde_json::to_string(&ParserConfig::Nginx("$a".into())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(round, ParserConfig::Nginx("$a".into()));
     }
 
     #[test]
