@@ -314,12 +314,14 @@ impl Source for CgroupSource {
     fn collect(&mut self, now_ms: i64, out: &mut Vec<SeriesGroup>) -> Result<Collected> {
         let mut gone = Vec::new();
         let walked = self.discover(&mut gone);
+        tracing::trace!(
+            directories = walked,
+            cgroups = self.entries.len(),
+            "cgroups walked"
+        );
         self.resolver.refresh(Instant::now());
         let generation = self.resolver.generation();
-        let mut c = Collected {
-            scanned: walked,
-            ..Collected::default()
-        };
+        let mut c = Collected::default();
         // Children sort right after their parent: in reverse order a pod's containers come
         // before the pod, whose network counters are read from one of their processes.
         let mut pod_pids: HashMap<String, u32> = HashMap::new();
@@ -388,8 +390,9 @@ impl Source for CgroupSource {
                 Some(last) => last.clone_from(s),
                 None => e.last = Some(s.clone()),
             }
-            c.exported += 1;
+            c.scanned += 1;
             if !g.series.is_empty() {
+                c.exported += 1;
                 out.push(g);
             }
         }

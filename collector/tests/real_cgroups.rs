@@ -403,7 +403,7 @@ fn cost_per_scan_of_100_cgroups() {
     let wall_ms = wall0.elapsed().as_secs_f64() * 1e3 / f64::from(scans);
     let per_100 = cpu_ms * 100.0 / out.len() as f64;
     println!(
-        "cgroup scan: {} cgroups exported ({} walked), {samples} samples: {cpu_ms:.2} ms CPU ({wall_ms:.2} ms wall) per scan; {per_100:.2} ms CPU per 100 containers = {:.3}% of one core at a 10 s interval",
+        "cgroup scan: {} cgroups exported ({} read), {samples} samples: {cpu_ms:.2} ms CPU ({wall_ms:.2} ms wall) per scan; {per_100:.2} ms CPU per 100 containers = {:.3}% of one core at a 10 s interval",
         out.len(),
         c.scanned,
         per_100 / 10_000.0 * 100.0
