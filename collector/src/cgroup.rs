@@ -1,11 +1,14 @@
 //! Container metrics from cgroups: discovery of container cgroups in the v1 and v2 hierarchies
 //! and their statistics under cAdvisor's names.
 //!
-//! Every tick walks the hierarchies (directories only) and reads the files of each container
-//! cgroup found. cgroupfs (kernfs) gives no cheap change signal to skip the walk: a directory's
-//! mtime does not change when a child cgroup is created (checked on Linux 6.18), and inotify does
-//! not report cgroup creation; a walk costs one `getdents` per cgroup directory, which is small
-//! beside reading the stat files.
+//! Every tick walks the hierarchy (directories only, `d_type` from `getdents`, no `stat`) and
+//! reads the files of each container cgroup found. cgroupfs (kernfs) offers no cheap change
+//! signal to skip the walk: a directory's mtime does not change when a child cgroup is created
+//! (checked on Linux 6.18), and inotify would need a watch on every cgroup directory. The walk is
+//! a small part of a scan: one `getdents` per cgroup directory against ~20 file reads per
+//! container. What is cached between scans is everything derived from the path: the directories
+//! in each hierarchy, the identity labels (until the resolver learns more), and the limits
+//! (re-read every minute).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,13 +41,23 @@ use read::Reader;
 #[derive(Debug)]
 struct Entry {
     dirs: Dirs,
+    /// Scans left in which missing directories are looked for again: a runtime creates a
+    /// container's directory in one hierarchy after the other, and a walk may come in between.
+    dirs_rechecks: u8,
     identity: PathIdentity,
     labels: Vec<Label>,
     labels_generation: Option<u64>,
     seen: u64,
     /// The limits and when they were read (ms); re-read every [`SPEC_REFRESH_MS`].
     spec: Option<(Spec, i64)>,
+    /// What was exported last, to end its series with staleness markers when the cgroup goes.
+    last: Option<Stats>,
 }
+
+/// Prometheus's staleness marker (`value.StaleNaN`): written for every series of a cgroup that
+/// disappeared, so that queries stop returning it at once instead of for the 5-minute lookback,
+/// as Prometheus does for series that vanish from a scrape.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// How long a cgroup's limits are used before they are read again. cAdvisor reads them once per
 /// container; re-reading each minute catches in-place resizes at a fraction of the cost of
@@ -145,8 +158,8 @@ impl CgroupSource {
     }
 
     /// Walks the hierarchies and updates the cached entries: new cgroups are added, vanished
-    /// ones dropped. Returns the number of cgroup directories seen.
-    fn discover(&mut self) -> u64 {
+    /// ones dropped (and returned). Returns the number of cgroup directories seen.
+    fn discover(&mut self, gone: &mut Vec<Entry>) -> u64 {
         self.scan += 1;
         let mut found = std::mem::take(&mut self.found);
         found.clear();
@@ -158,43 +171,74 @@ impl CgroupSource {
         for rel in found.drain(..) {
             if let Some(e) = self.entries.get_mut(&rel) {
                 e.seen = self.scan;
+                if e.dirs_rechecks > 0 {
+                    e.dirs_rechecks -= 1;
+                    let (dirs, complete) = dirs_of(&self.hierarchies, &rel);
+                    e.dirs = dirs;
+                    if complete {
+                        e.dirs_rechecks = 0;
+                    }
+                }
                 continue;
             }
             let identity = identity::parse(&rel);
             if !identity.is_container() && !self.all_cgroups {
                 continue;
             }
-            let dirs = self.dirs(&rel);
+            let (dirs, complete) = dirs_of(&self.hierarchies, &rel);
             self.entries.insert(
                 rel,
                 Entry {
                     dirs,
+                    dirs_rechecks: if complete { 0 } else { 3 },
                     identity,
                     labels: Vec::new(),
                     labels_generation: None,
                     seen: self.scan,
                     spec: None,
+                    last: None,
                 },
             );
         }
         self.found = found;
         let scan = self.scan;
-        self.entries.retain(|_, e| e.seen == scan);
+        let vanished: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.seen != scan)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in vanished {
+            if let Some(e) = self.entries.remove(&p) {
+                gone.push(e);
+            }
+        }
         dirs_seen
     }
+}
 
-    fn dirs(&self, rel: &str) -> Dirs {
-        let at = |mount: Option<&Path>| mount.map(|m| join_rel(m, rel)).filter(|p| p.is_dir());
-        let h = &self.hierarchies;
-        Dirs {
-            cpu: at(h.v1_mount("cpu")),
-            cpuacct: at(h.v1_mount("cpuacct")),
-            memory: at(h.v1_mount("memory")),
-            blkio: at(h.v1_mount("blkio")),
-            pids: at(h.v1_mount("pids")),
-            unified: at(h.unified.as_deref()),
+/// The directories of cgroup `rel` in each hierarchy, and whether it exists in all of them.
+fn dirs_of(h: &Hierarchies, rel: &str) -> (Dirs, bool) {
+    let mut complete = true;
+    let mut at = |mount: Option<&Path>| {
+        let mount = mount?;
+        let p = join_rel(mount, rel);
+        if p.is_dir() {
+            Some(p)
+        } else {
+            complete = false;
+            None
         }
-    }
+    };
+    let dirs = Dirs {
+        cpu: at(h.v1_mount("cpu")),
+        cpuacct: at(h.v1_mount("cpuacct")),
+        memory: at(h.v1_mount("memory")),
+        blkio: at(h.v1_mount("blkio")),
+        pids: at(h.v1_mount("pids")),
+        unified: at(h.unified.as_deref()),
+    };
+    (dirs, complete)
 }
 
 /// `mount` joined with a cgroup path relative to it (`/` is the mount itself).
@@ -268,13 +312,16 @@ impl Source for CgroupSource {
     }
 
     fn collect(&mut self, now_ms: i64, out: &mut Vec<SeriesGroup>) -> Result<Collected> {
-        let walked = self.discover();
+        let mut gone = Vec::new();
+        let walked = self.discover(&mut gone);
+        tracing::trace!(
+            directories = walked,
+            cgroups = self.entries.len(),
+            "cgroups walked"
+        );
         self.resolver.refresh(Instant::now());
         let generation = self.resolver.generation();
-        let mut c = Collected {
-            scanned: walked,
-            ..Collected::default()
-        };
+        let mut c = Collected::default();
         // Children sort right after their parent: in reverse order a pod's containers come
         // before the pod, whose network counters are read from one of their processes.
         let mut pod_pids: HashMap<String, u32> = HashMap::new();
@@ -293,7 +340,19 @@ impl Source for CgroupSource {
             if spec.is_none() {
                 e.spec = Some((s.spec, now_ms));
             }
-            let procs = self.reader.procs(&e.dirs);
+            let mut procs = self.reader.procs(&e.dirs);
+            // crun on cgroup v2 runs a container's processes in a `container` sub-cgroup of its
+            // scope (the scope's v2 counters include it); count those.
+            if matches!(procs, Some((0, _)))
+                && matches!(e.identity.kind, Kind::PodContainer | Kind::Container)
+                && let Some(u) = &e.dirs.unified
+            {
+                let inner = Dirs {
+                    unified: Some(u.join("container")),
+                    ..Dirs::default()
+                };
+                procs = self.reader.procs(&inner).or(procs);
+            }
             if let Some((n, _)) = procs {
                 s.processes = Some(n);
             }
@@ -327,10 +386,29 @@ impl Source for CgroupSource {
                 series: Vec::with_capacity(32),
             };
             c.samples += s.emit(&mut g, now_ms);
-            c.exported += 1;
+            match &mut e.last {
+                Some(last) => last.clone_from(s),
+                None => e.last = Some(s.clone()),
+            }
+            c.scanned += 1;
             if !g.series.is_empty() {
+                c.exported += 1;
                 out.push(g);
             }
+        }
+        for e in gone {
+            let Some(last) = e.last else { continue };
+            let mut g = SeriesGroup {
+                identity: e.labels,
+                series: Vec::new(),
+            };
+            c.samples += last.emit(&mut g, now_ms);
+            for series in &mut g.series {
+                for sample in &mut series.samples {
+                    sample.value = f64::from_bits(STALE_NAN);
+                }
+            }
+            out.push(g);
         }
         c.errors = self.reader.take_errors();
         Ok(c)

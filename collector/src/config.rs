@@ -6,6 +6,22 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the node agent's container metrics (the `collector:` section).
+///
+/// ```yaml
+/// collector:
+///   interval: 10s
+///   cgroup_root: /sys/fs/cgroup
+///   proc_root: /proc
+///   all_cgroups: false
+///   tenant: ""
+///   # kubelet:
+///   #   url: https://127.0.0.1:10250/pods
+///   #   bearer_token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
+///   #   insecure_skip_verify: true
+///   #   refresh: 60s
+///   # docker:
+///   #   socket: /var/run/docker.sock
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
@@ -30,6 +46,10 @@ pub struct CollectorConfig {
     /// labels containers with what their cgroup paths tell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<KubeletConfig>,
+    /// Container names and images from the Docker Engine API on its unix socket (plain Docker,
+    /// and Kubernetes with cri-dockerd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -42,7 +62,50 @@ impl Default for CollectorConfig {
             all_cgroups: false,
             tenant: String::new(),
             kubelet: None,
+            docker: None,
         }
+    }
+}
+
+/// The Docker Engine API, to name containers found by id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The daemon's unix socket.
+    pub socket: PathBuf,
+    /// Time-out of one request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long after a failed look-up a container is looked up again.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            timeout: Duration::from_secs(2),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DockerConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !self.socket.is_absolute() {
+            return Err(format!(
+                "collector.docker.socket: {} is not an absolute path",
+                self.socket.display()
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("collector.docker.timeout: must be above 0".to_owned());
+        }
+        if self.retry.is_zero() {
+            return Err("collector.docker.retry: must be above 0".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -50,9 +113,16 @@ impl Default for CollectorConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubeletConfig {
-    /// The pods endpoint, e.g. `http://127.0.0.1:10255/pods` (the read-only port) or a local
-    /// proxy in front of the authenticated port.
+    /// The pods endpoint: `https://<node>:10250/pods` (with a token that may `get` `nodes/proxy`)
+    /// or the read-only `http://127.0.0.1:10255/pods` where it is enabled.
     pub url: String,
+    /// PEM file of the CA that signed the kubelet's serving certificate (added to the built-in
+    /// roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any kubelet certificate (self-signed serving certificates; metrics-server's
+    /// `--kubelet-insecure-tls`).
+    pub insecure_skip_verify: bool,
     /// A file holding a bearer token sent as `Authorization: Bearer …` (a service account token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
@@ -71,7 +141,9 @@ pub struct KubeletConfig {
 impl Default for KubeletConfig {
     fn default() -> Self {
         KubeletConfig {
-            url: "http://127.0.0.1:10255/pods".to_owned(),
+            url: "https://127.0.0.1:10250/pods".to_owned(),
+            ca_file: None,
+            insecure_skip_verify: false,
             bearer_token_file: None,
             refresh: Duration::from_secs(60),
             min_refresh: Duration::from_secs(5),
@@ -107,6 +179,9 @@ impl CollectorConfig {
         if let Some(k) = &self.kubelet {
             k.validate()?;
         }
+        if let Some(d) = &self.docker {
+            d.validate()?;
+        }
         Ok(())
     }
 }
@@ -114,10 +189,10 @@ impl CollectorConfig {
 impl KubeletConfig {
     fn validate(&self) -> Result<(), String> {
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "http" => {}
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             Ok(u) => {
                 return Err(format!(
-                    "collector.kubelet.url: scheme {:?} is not supported (use http, e.g. the read-only port or a local proxy)",
+                    "collector.kubelet.url: scheme {:?} is not supported (use https or http)",
                     u.scheme()
                 ));
             }

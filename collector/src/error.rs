@@ -17,6 +17,8 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error("kubelet: {0}")]
     Kubelet(String),
+    #[error("docker: {0}")]
+    Docker(String),
     #[error("a collection task failed: {0}")]
     Task(String),
 }

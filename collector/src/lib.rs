@@ -12,6 +12,7 @@
 //! is the container metrics source; names a cgroup path cannot tell come from an
 //! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none).
 
+pub mod accesslog;
 pub mod cgroup;
 pub mod config;
 mod error;
@@ -20,8 +21,9 @@ pub mod resolve;
 mod runner;
 mod sink;
 mod source;
+pub mod tail;
 
-pub use config::{CollectorConfig, KubeletConfig};
+pub use config::{CollectorConfig, DockerConfig, KubeletConfig};
 pub use error::{Error, Result};
 pub use runner::{Collector, TickReport};
 pub use sink::{BusSink, MemorySink, Sink};
@@ -33,9 +35,17 @@ pub fn cgroup_collector(
     sink: std::sync::Arc<dyn Sink>,
 ) -> Result<Collector> {
     config.validate().map_err(Error::Config)?;
-    let resolver: Box<dyn resolve::Identity> = match &config.kubelet {
-        Some(k) => Box::new(resolve::KubeletIdentity::new(k.clone())?),
-        None => Box::new(resolve::NoIdentity),
+    let mut resolvers: Vec<Box<dyn resolve::Identity>> = Vec::new();
+    if let Some(k) = &config.kubelet {
+        resolvers.push(Box::new(resolve::KubeletIdentity::new(k.clone())?));
+    }
+    if let Some(d) = &config.docker {
+        resolvers.push(Box::new(resolve::DockerIdentity::new(d.clone())));
+    }
+    let resolver: Box<dyn resolve::Identity> = match resolvers.len() {
+        0 => Box::new(resolve::NoIdentity),
+        1 => resolvers.remove(0),
+        _ => Box::new(resolve::Chain::new(resolvers)),
     };
     let source = cgroup::CgroupSource::new(config, resolver)?;
     let mut c = Collector::new(sink, config.interval);

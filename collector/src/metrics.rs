@@ -85,3 +85,26 @@ pub(crate) static DROPPED_SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["sink"],
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_register_under_the_crate_prefix() {
+        SAMPLES.with_label_values(&["t"]).inc();
+        ERRORS.with_label_values(&["t"]).inc();
+        CGROUPS_SCANNED.with_label_values(&["t"]).inc();
+        CONTAINERS.with_label_values(&["t"]).set(1);
+        COLLECT_SECONDS.with_label_values(&["t"]).observe(0.001);
+        SENT_SAMPLES.with_label_values(&["t"]).inc();
+        SEND_ERRORS.with_label_values(&["t"]).inc();
+        DROPPED_SAMPLES.with_label_values(&["t"]).inc();
+        let names: Vec<String> = prometheus::gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .filter(|n| n.starts_with("sextant_collector_"))
+            .collect();
+        assert_eq!(names.len(), 8, "{names:?}");
+    }
+}

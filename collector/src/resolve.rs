@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use crate::cgroup::identity::PathIdentity;
 
+mod docker;
 mod kubelet;
 
+pub use docker::DockerIdentity;
 pub use kubelet::KubeletIdentity;
 
 /// Names of a container or pod, where known.
@@ -48,5 +50,44 @@ impl Identity for NoIdentity {
 
     fn generation(&self) -> u64 {
         0
+    }
+}
+
+/// Asks several resolvers; for each name the first that knows it wins.
+#[derive(Debug)]
+pub struct Chain {
+    resolvers: Vec<Box<dyn Identity>>,
+}
+
+impl Chain {
+    pub fn new(resolvers: Vec<Box<dyn Identity>>) -> Self {
+        Chain { resolvers }
+    }
+}
+
+impl Identity for Chain {
+    fn refresh(&mut self, now: Instant) {
+        for r in &mut self.resolvers {
+            r.refresh(now);
+        }
+    }
+
+    fn names(&mut self, id: &PathIdentity) -> Names {
+        let mut n = Names::default();
+        for r in &mut self.resolvers {
+            let m = r.names(id);
+            n.namespace = n.namespace.or(m.namespace);
+            n.pod = n.pod.or(m.pod);
+            n.container = n.container.or(m.container);
+            n.image = n.image.or(m.image);
+            n.name = n.name.or(m.name);
+        }
+        n
+    }
+
+    fn generation(&self) -> u64 {
+        self.resolvers
+            .iter()
+            .fold(0u64, |g, r| g.wrapping_mul(31).wrapping_add(r.generation()))
     }
 }

@@ -236,4 +236,16 @@ mod tests {
         assert!(!r.sent);
         assert!(sink.take().is_empty());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_ticks_every_interval_until_shutdown() {
+        let sink = Arc::new(MemorySink::new());
+        let mut c = Collector::new(sink.clone(), Duration::from_secs(10));
+        c.add_source(Box::new(Counter(0)));
+        // Ticks at 0, 10 and 20 s; shut down at 25 s.
+        c.run(tokio::time::sleep(Duration::from_secs(25))).await;
+        let got = sink.take();
+        let values: Vec<f64> = got.iter().map(|g| g.series[0].samples[0].value).collect();
+        assert_eq!(values, vec![1.0, 2.0, 3.0]);
+    }
 }

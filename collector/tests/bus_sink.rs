@@ -97,6 +97,42 @@ async fn ticks_reach_the_bus_keyed_per_container() {
             (1_800_000_010_000, 1.5)
         ]
     );
-    let _ = SystemTime::now();
     bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_configured_collector_reads_this_host() {
+    let sink = Arc::new(collector::MemorySink::new());
+    let bad = collector::CollectorConfig {
+        interval: Duration::from_millis(1),
+        ..Default::default()
+    };
+    assert!(matches!(
+        collector::cgroup_collector(&bad, sink.clone()),
+        Err(collector::Error::Config(m)) if m.starts_with("collector.interval")
+    ));
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        eprintln!("SKIP: no /sys/fs/cgroup");
+        return;
+    }
+    let config = collector::CollectorConfig {
+        all_cgroups: true,
+        ..Default::default()
+    };
+    let c = collector::cgroup_collector(&config, sink.clone()).unwrap();
+    let report = c
+        .tick(
+            SystemTime::now(),
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
+        .await;
+    assert!(report.sent);
+    // At least the root cgroup, with its CPU usage.
+    assert!(report.collected.exported >= 1);
+    let got = sink.take();
+    assert!(got.iter().any(|g| g.series.iter().any(|s| {
+        s.labels
+            .iter()
+            .any(|l| l.value == "container_cpu_usage_seconds_total")
+    })));
 }

@@ -203,8 +203,19 @@ fn v2_kubernetes_tree() {
     v2_container(&pod.join(format!("crio-{id2}.scope")));
     let mut out = vec![];
     src.collect(2_000, &mut out).unwrap();
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
     assert_eq!(label(&out[0], "container_id"), Some(id2.as_str()));
+    // The vanished container's series end with staleness markers, once.
+    let gone = &out[2];
+    assert_eq!(label(gone, "container_id"), Some(ID));
+    assert_eq!(gone.series.len(), container.series.len());
+    for s in &gone.series {
+        assert_eq!(s.samples[0].value.to_bits(), STALE_NAN);
+        assert_eq!(s.samples[0].timestamp, 2_000);
+    }
+    let mut out = vec![];
+    src.collect(3_000, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
 }
 
 #[test]
@@ -440,4 +451,67 @@ fn limits_are_reread_after_the_spec_refresh() {
     );
     assert_eq!(quota(&mut src, 10_000), (20000.0, 1000.0), "cached");
     assert_eq!(quota(&mut src, 60_000), (40000.0, 2000.0), "re-read");
+}
+
+#[test]
+fn a_hierarchy_created_after_discovery_is_picked_up() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = root.path().join("cgroup");
+    let rel = format!("docker/{ID}");
+    write(
+        &cg.join("cpu,cpuacct").join(&rel),
+        &[("cpuacct.usage", "5\n")],
+    );
+    std::fs::create_dir_all(cg.join("memory")).unwrap();
+    let mut src =
+        CgroupSource::without_names(Hierarchies::from_layout(&cg), root.path().join("p"), false);
+    let mut out = vec![];
+    src.collect(0, &mut out).unwrap();
+    assert!(!values(&out[0]).contains_key("container_memory_usage_bytes"));
+    // The runtime creates the memory cgroup a moment later.
+    write(
+        &cg.join("memory").join(&rel),
+        &[("memory.usage_in_bytes", "42\n")],
+    );
+    let mut out = vec![];
+    src.collect(1, &mut out).unwrap();
+    assert_eq!(values(&out[0])["container_memory_usage_bytes"], 42.0);
+}
+
+#[test]
+fn crun_container_sub_cgroup_holds_the_processes() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = root.path().join("cgroup");
+    let proc_root = root.path().join("proc");
+    write(&cg, &[("cgroup.controllers", "cpu memory pids\n")]);
+    let scope = cg.join(format!(
+        "kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope",
+        UID.replace('-', "_")
+    ));
+    write(
+        &scope,
+        &[("cgroup.procs", ""), ("cpu.stat", "usage_usec 2000000\n")],
+    );
+    write(&scope.join("container"), &[("cgroup.procs", "4242\n")]);
+    fake_proc(&proc_root, 1, 4026531992);
+    fake_proc(&proc_root, 4242, 4026532500);
+    let mut src = CgroupSource::without_names(Hierarchies::from_layout(&cg), proc_root, false);
+    let mut out = vec![];
+    src.collect(0, &mut out).unwrap();
+    // The scope (not its `container` child) is the container; the pod gets the network.
+    let container = out
+        .iter()
+        .find(|g| label(g, "container_id") == Some(ID))
+        .unwrap();
+    assert_eq!(values(container)["container_processes"], 1.0);
+    assert_eq!(
+        values(container)["container_cpu_usage_seconds_total{cpu=total}"],
+        2.0
+    );
+    let pod = out
+        .iter()
+        .find(|g| label(g, "container_id").is_none())
+        .unwrap();
+    assert!(values(pod).contains_key("container_network_receive_bytes_total{interface=eth0}"));
+    assert_eq!(out.len(), 2);
 }

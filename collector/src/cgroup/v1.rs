@@ -22,8 +22,10 @@ impl Reader {
                 s.cpu_usage_ns = parse::single_u64(self.buf());
             }
             if self.read(a, "cpuacct.stat") {
-                let ticks =
-                    |k| parse::keyed(self.buf(), k).map(|t| t * (1_000_000_000 / CLOCK_TICKS));
+                let ticks = |k| {
+                    parse::keyed(self.buf(), k)
+                        .map(|t| t.saturating_mul(1_000_000_000 / CLOCK_TICKS))
+                };
                 s.cpu_user_ns = ticks("user");
                 s.cpu_system_ns = ticks("system");
             }
@@ -94,33 +96,33 @@ impl Reader {
         }
     }
 
-    /// Block I/O bytes, from the first of the files that has device lines: CFQ/BFQ's
-    /// `blkio.io_service_bytes_recursive` and `blkio.bfq.io_service_bytes_recursive`, then the
-    /// throttle policy's recursive and plain files (runc's `fs/blkio.go` order).
+    /// Block I/O bytes as runc's `fs/blkio.go` chooses them: the CFQ/BFQ recursive files when
+    /// they have device lines, else the throttle policy's recursive file (the plain one on
+    /// kernels without it). Files that are absent cost a failed open, so the order stops at the
+    /// first throttle file that exists even when it is empty (no I/O yet).
     pub(crate) fn v1_blkio(&mut self, b: &Path, s: &mut Stats) {
-        for file in [
-            "blkio.io_service_bytes_recursive",
-            "blkio.bfq.io_service_bytes_recursive",
-            "blkio.throttle.io_service_bytes_recursive",
-            "blkio.throttle.io_service_bytes",
+        let mut found = Vec::new();
+        for (file, stop_if_present) in [
+            ("blkio.io_service_bytes_recursive", false),
+            ("blkio.bfq.io_service_bytes_recursive", false),
+            ("blkio.throttle.io_service_bytes_recursive", true),
+            ("blkio.throttle.io_service_bytes", true),
         ] {
             if !self.read(b, file) {
                 continue;
             }
-            let mut found = Vec::new();
             parse::blkio_bytes(self.buf(), |dev, r, w| found.push((dev, r, w)));
-            if found.is_empty() {
-                continue;
+            if !found.is_empty() || stop_if_present {
+                break;
             }
-            for (dev, r, w) in found {
-                let device = self.device_name(dev);
-                s.io.push(DeviceIo {
-                    device,
-                    read_bytes: r,
-                    write_bytes: w,
-                });
-            }
-            return;
+        }
+        for (dev, r, w) in found {
+            let device = self.device_name(dev);
+            s.io.push(DeviceIo {
+                device,
+                read_bytes: r,
+                write_bytes: w,
+            });
         }
     }
 }

@@ -11,7 +11,7 @@ impl Reader {
     pub(crate) fn v2_cpu(&mut self, u: &Path, spec: bool, s: &mut Stats) {
         if self.read(u, "cpu.stat") {
             let b = self.buf();
-            let ns = |k| parse::keyed(b, k).map(|us| us * 1000);
+            let ns = |k| parse::keyed(b, k).map(|us| us.saturating_mul(1000));
             s.cpu_usage_ns = ns("usage_usec");
             s.cpu_user_ns = ns("user_usec");
             s.cpu_system_ns = ns("system_usec");

@@ -131,8 +131,24 @@ pub struct KubeletIdentity {
 
 impl KubeletIdentity {
     pub fn new(config: KubeletConfig) -> Result<Self> {
-        let client = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .timeout(config.timeout)
+            .danger_accept_invalid_certs(config.insecure_skip_verify);
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(Error::io(ca))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Kubelet(format!("reading the CA in {}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(Error::Kubelet(format!(
+                    "no PEM certificate in {}",
+                    ca.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Kubelet(format!("building the http client: {e}")))?;
         Ok(KubeletIdentity {
@@ -291,6 +307,32 @@ mod tests {
 
     #[test]
     fn a_miss_refreshes_after_min_refresh() {
+        let bad_ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(bad_ca.path(), "not a certificate").unwrap();
+        assert!(
+            KubeletIdentity::new(KubeletConfig {
+                ca_file: Some(bad_ca.path().to_path_buf()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            KubeletIdentity::new(KubeletConfig {
+                ca_file: Some("/nonexistent/ca.crt".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let system_cas = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if system_cas.is_file() {
+            assert!(
+                KubeletIdentity::new(KubeletConfig {
+                    ca_file: Some(system_cas.to_path_buf()),
+                    ..Default::default()
+                })
+                .is_ok()
+            );
+        }
         let k = KubeletIdentity {
             missed: true,
             fetched_at: Some(Instant::now()),
