@@ -185,13 +185,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
         let node = collector::cgroup_collector(&config.collector, sink)
             .context("starting the collector")?;
-        let mut stopped = stopped.clone();
-        tasks.spawn(async move {
-            node.run(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-        });
+        tasks.spawn(node.run(stopping(stopped.clone())));
+        if !config.collector.access_log.sources.is_empty() {
+            let pipeline = collector::accesslog::AccessLog::open(
+                &config.collector.access_log,
+                data_dir,
+                SystemTime::now(),
+            )
+            .context("opening the access-log pipeline")?;
+            let producer = bus.producer().context("a bus producer for access logs")?;
+            tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
+        }
     }
 
     let readiness = Readiness::default();
@@ -235,6 +239,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     served?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopping(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Resolves with the name of the first of SIGINT or SIGTERM to arrive.

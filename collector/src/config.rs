@@ -50,6 +50,8 @@ pub struct CollectorConfig {
     /// and Kubernetes with cri-dockerd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerConfig>,
+    /// Router access logs tailed into log lines and RED metrics (off without sources).
+    pub access_log: crate::accesslog::AccessLogConfig,
 }
 
 impl Default for CollectorConfig {
@@ -62,6 +64,7 @@ impl Default for CollectorConfig {
             all_cgroups: false,
             tenant: String::new(),
             kubelet: None,
+            access_log: crate::accesslog::AccessLogConfig::default(),
             docker: None,
         }
     }
@@ -182,7 +185,9 @@ impl CollectorConfig {
         if let Some(d) = &self.docker {
             d.validate()?;
         }
-        Ok(())
+        self.access_log
+            .validate()
+            .map_err(|e| format!("collector.{e}"))
     }
 }
 
