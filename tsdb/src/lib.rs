@@ -5,8 +5,11 @@
 //! Invariant: the tsdb never calls the collector; it reads the metrics topic of the bus,
 //! remote_write and scrapes.
 
+pub mod api;
+pub mod exposition;
 pub mod ingest;
 pub mod labels;
+mod metrics;
 pub mod promql;
 pub mod storage;
 

@@ -1,0 +1,148 @@
+//! `POST /api/v1/import/prometheus`: text exposition / OpenMetrics import as VictoriaMetrics
+//! serves it. Samples without a timestamp get the request's arrival time; `extra_label=name=value`
+//! parameters set labels on every sample (overriding the body's); a gzip body is accepted with
+//! `Content-Encoding: gzip`; `# TYPE/# HELP/# UNIT` feed `/api/v1/metadata`. 204 on success,
+//! 400 with the line and column of a syntax error, and the remote_write semantics for samples the
+//! store rejects.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
+
+use super::ApiState;
+use super::metadata::Metadata;
+use super::params::Params;
+use super::query::now_ms;
+use super::write::{Rejections, append_and_answer, text};
+use crate::exposition::{self, Format, MetricType};
+use crate::labels::Labels;
+use crate::storage::{Sample, SeriesSamples};
+
+const PATH: &str = "import";
+
+pub(super) async fn import(
+    State(state): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header_str = |h| {
+        headers
+            .get(h)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    let max = state.config().max_body();
+    let raw: Vec<u8> = match header_str(header::CONTENT_ENCODING).map(str::trim) {
+        None | Some("") | Some("identity") => body.to_vec(),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            let mut out = Vec::new();
+            let limit = u64::try_from(max).unwrap_or(u64::MAX) + 1;
+            match flate2::read::GzDecoder::new(&body[..])
+                .take(limit)
+                .read_to_end(&mut out)
+            {
+                Ok(_) if out.len() > max => {
+                    return text(
+                        PATH,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("decompressed body exceeds the limit of {max} bytes"),
+                    );
+                }
+                Ok(_) => out,
+                Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("gzip: {e}")),
+            }
+        }
+        Some(e) => {
+            return text(
+                PATH,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {e:?}; use gzip or none"),
+            );
+        }
+    };
+    let Ok(body_text) = std::str::from_utf8(&raw) else {
+        return text(PATH, StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
+    };
+    let params = Params::from_request(&axum::http::Method::GET, &uri, &headers, &[]);
+    let mut extra: Vec<(String, String)> = Vec::new();
+    for l in params.all("extra_label") {
+        match l.split_once('=') {
+            Some((n, v)) if !n.is_empty() => extra.push((n.to_string(), v.to_string())),
+            _ => {
+                return text(
+                    PATH,
+                    StatusCode::BAD_REQUEST,
+                    format!("extra_label {l:?}: expected name=value"),
+                );
+            }
+        }
+    }
+    let tenant = match super::tenant_of(&headers) {
+        Ok(t) => t,
+        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, e.message),
+    };
+    let format = Format::from_content_type(header_str(header::CONTENT_TYPE).unwrap_or(""));
+    let parsed = match exposition::parse(body_text, format) {
+        Ok(p) => p,
+        Err(e) => {
+            return text(
+                PATH,
+                StatusCode::BAD_REQUEST,
+                format!("parsing import: {e}"),
+            );
+        }
+    };
+    let store = match state.inner.tenants.tenant(&tenant) {
+        Ok(s) => s,
+        Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let meta: Vec<(String, Metadata)> = parsed
+        .metadata
+        .iter()
+        .filter(|m| m.kind != MetricType::Unknown || !m.help.is_empty() || !m.unit.is_empty())
+        .map(|m| {
+            (
+                m.family.clone(),
+                Metadata {
+                    kind: m.kind.as_str().to_string(),
+                    help: m.help.clone(),
+                    unit: m.unit.clone(),
+                },
+            )
+        })
+        .collect();
+    if !meta.is_empty() {
+        state.metadata().record(&tenant, meta);
+    }
+    let now = now_ms();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut batch: Vec<SeriesSamples> = Vec::new();
+    for s in parsed.samples {
+        let mut labels = s.labels;
+        for (n, v) in &extra {
+            labels = labels.with(n, v);
+        }
+        let sample = Sample {
+            t: s.timestamp_ms.unwrap_or(now),
+            v: s.value,
+        };
+        match index.get(&labels) {
+            Some(&i) => batch[i].samples.push(sample),
+            None => {
+                index.insert(labels.clone(), batch.len());
+                batch.push(SeriesSamples {
+                    labels,
+                    samples: vec![sample],
+                });
+            }
+        }
+    }
+    for s in &mut batch {
+        s.samples.sort_by_key(|p| p.t);
+    }
+    append_and_answer(store, batch, Rejections::default(), PATH, false).await
+}

@@ -1,0 +1,301 @@
+//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/query_exemplars` and
+//! `/api/v1/format_query`, with the query limits: a concurrency cap (queries beyond it wait, as
+//! behind Prometheus's active query tracker), a timeout covering the wait, the sample limit, and
+//! cancellation when the client goes away. Queries run on the blocking pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use promql_parser::parser::{self, Expr};
+use promql_parser::util::{ExprVisitor, walk_expr};
+
+use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration};
+use super::response::{ApiError, ApiSuccess, TRUNCATED_WARNING, json_string, render_query_data};
+use super::{ApiState, observe};
+use crate::metrics;
+use crate::promql::{self, QueryError, QueryOptions, QueryOutput, Value};
+
+/// Prometheus's cap on points per series of a range query (web/api/v1/api.go).
+pub(super) const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Now in milliseconds since the epoch.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn respond(endpoint: &str, started: Instant, r: Result<ApiSuccess, ApiError>) -> Response {
+    observe(endpoint, started, &r);
+    match r {
+        Ok(s) => s.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(super) async fn instant(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let r = instant_query(&state, &headers, &p).await;
+    respond("query", started, r)
+}
+
+async fn instant_query(
+    state: &ApiState,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<ApiSuccess, ApiError> {
+    let limit = p.limit()?;
+    let t = p.time_or("time", now_ms())?;
+    let timeout = timeout_param(p)?;
+    let opts = query_options(state, p)?;
+    let (_, store) = state.store(headers)?;
+    let expr = p.get("query").to_string();
+    let out = run(state, timeout, opts, move |o| {
+        promql::instant_query(&*store, &expr, t, o)
+    })
+    .await?;
+    Ok(render(out, limit))
+}
+
+pub(super) async fn range(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let r = range_query(&state, &headers, &p).await;
+    respond("query_range", started, r)
+}
+
+async fn range_query(
+    state: &ApiState,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<ApiSuccess, ApiError> {
+    let limit = p.limit()?;
+    let start = super::params::parse_time(p.get("start"))
+        .map_err(|e| ApiError::invalid_param("start", e))?;
+    let end =
+        super::params::parse_time(p.get("end")).map_err(|e| ApiError::invalid_param("end", e))?;
+    if end < start {
+        return Err(ApiError::invalid_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step = parse_duration(p.get("step")).map_err(|e| ApiError::invalid_param("step", e))?;
+    if step <= 0 {
+        return Err(ApiError::invalid_param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let timeout = timeout_param(p)?;
+    let opts = query_options(state, p)?;
+    let (_, store) = state.store(headers)?;
+    let expr = p.get("query").to_string();
+    let out = run(state, timeout, opts, move |o| {
+        promql::range_query(&*store, &expr, start, end, step, o)
+    })
+    .await?;
+    Ok(render(out, limit))
+}
+
+fn timeout_param(p: &Params) -> Result<Option<Duration>, ApiError> {
+    let v = p.get("timeout");
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ms = parse_duration(v).map_err(|e| ApiError::invalid_param("timeout", e))?;
+    Ok(Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+}
+
+fn query_options(state: &ApiState, p: &Params) -> Result<QueryOptions, ApiError> {
+    let c = state.config();
+    let mut lookback = i64::try_from(c.lookback_delta.as_millis()).unwrap_or(i64::MAX);
+    let v = p.get("lookback_delta");
+    if !v.is_empty() {
+        let d = parse_duration(v).map_err(|e| {
+            ApiError::bad_data(format!("error parsing lookback delta duration: {e}"))
+        })?;
+        if d > 0 {
+            lookback = d;
+        }
+    }
+    Ok(QueryOptions {
+        lookback_delta_ms: lookback,
+        max_samples: c.max_samples,
+        deadline: None,
+        cancel: None,
+        experimental: c.experimental_functions,
+    })
+}
+
+fn render(mut out: QueryOutput, limit: usize) -> ApiSuccess {
+    let mut truncated = false;
+    if limit > 0 {
+        match &mut out.value {
+            Value::Vector(v) if v.len() > limit => {
+                v.truncate(limit);
+                truncated = true;
+            }
+            Value::Matrix(m) if m.len() > limit => {
+                m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                m.truncate(limit);
+                truncated = true;
+            }
+            _ => {}
+        }
+    }
+    let mut s = ApiSuccess::data(render_query_data(&mut out.value));
+    s.warnings = out.warnings;
+    s.infos = out.infos;
+    if truncated {
+        s.warnings.push(TRUNCATED_WARNING.into());
+    }
+    s
+}
+
+/// Sets the query's cancel flag when dropped: a client that goes away drops the handler.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Keeps a gauge raised while alive.
+struct GaugeGuard(&'static prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn new(g: &'static prometheus::IntGauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Runs `eval` under the limits: waits for a slot and evaluates on the blocking pool, all within
+/// the timeout (the config's, lowered by the request's). The slot stays taken until `eval`
+/// returns, even when the answer has already gone out as a timeout.
+pub(super) async fn run<F>(
+    state: &ApiState,
+    timeout: Option<Duration>,
+    mut opts: QueryOptions,
+    eval: F,
+) -> Result<QueryOutput, ApiError>
+where
+    F: FnOnce(&QueryOptions) -> Result<QueryOutput, QueryError> + Send + 'static,
+{
+    let budget = match timeout {
+        Some(t) => t.min(state.config().query_timeout),
+        None => state.config().query_timeout,
+    };
+    let deadline = Instant::now() + budget;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+
+    let permit = {
+        let _queued = GaugeGuard::new(&metrics::QUERIES_QUEUED);
+        let slots = state.inner.slots.clone();
+        match tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await {
+            Err(_) => return Err(QueryError::Timeout("query queue").into()),
+            Ok(Err(_)) => return Err(ApiError::internal("query slots closed")),
+            Ok(Ok(p)) => p,
+        }
+    };
+    opts.deadline = Some(deadline);
+    opts.cancel = Some(cancel.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let _running = GaugeGuard::new(&metrics::QUERIES_RUNNING);
+        eval(&opts)
+    });
+    match tokio::time::timeout_at(deadline.into(), task).await {
+        Err(_) => {
+            cancel.store(true, Ordering::Release);
+            Err(QueryError::Timeout("expression evaluation").into())
+        }
+        Ok(Err(e)) => Err(ApiError::internal(format!("query task failed: {e}"))),
+        Ok(Ok(r)) => r.map_err(ApiError::from),
+    }
+}
+
+pub(super) async fn format(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let r = parser::parse(p.get("query"))
+        .map(|e| ApiSuccess::data(json_string(&e.prettify())))
+        .map_err(|e| ApiError::invalid_param("query", e));
+    respond("format_query", started, r)
+}
+
+struct HasSelector(bool);
+
+impl ExprVisitor for HasSelector {
+    type Error = std::convert::Infallible;
+
+    fn pre_visit(&mut self, e: &Expr) -> Result<bool, Self::Error> {
+        if matches!(e, Expr::VectorSelector(_) | Expr::MatrixSelector(_)) {
+            self.0 = true;
+        }
+        Ok(!self.0)
+    }
+}
+
+/// Exemplars: parameters are validated as Prometheus does; we store no exemplars, so a valid
+/// query with selectors answers an empty list (and one without selectors 204, as Prometheus).
+pub(super) async fn exemplars(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let r = (|| {
+        let start = p.time_or("start", MIN_TIME_MS)?;
+        let end = p.time_or("end", MAX_TIME_MS)?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "end timestamp must not be before start timestamp",
+            ));
+        }
+        let expr = parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
+        state.store(&headers)?;
+        let mut v = HasSelector(false);
+        let _ = walk_expr(&mut v, &expr);
+        if !v.0 {
+            return Ok(ApiSuccess::no_content());
+        }
+        Ok(ApiSuccess::data("[]".into()))
+    })();
+    respond("query_exemplars", started, r)
+}

@@ -1,0 +1,411 @@
+//! Prometheus's response envelope, its error types with their HTTP statuses, and the JSON
+//! rendering of values (strings formatted like Go's `strconv.FormatFloat(v, 'f', -1, 64)`,
+//! timestamps as float seconds).
+
+use std::fmt::Write as _;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::labels::Labels;
+use crate::promql::{QueryError, Value};
+use crate::storage::{SeriesSamples, StorageError};
+
+/// Prometheus's `errorType`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorType {
+    BadData,
+    Execution,
+    Timeout,
+    Canceled,
+    Internal,
+    Unavailable,
+    NotFound,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::BadData => "bad_data",
+            ErrorType::Execution => "execution",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Canceled => "canceled",
+            ErrorType::Internal => "internal",
+            ErrorType::Unavailable => "unavailable",
+            ErrorType::NotFound => "not_found",
+        }
+    }
+
+    /// The one mapping from error type to HTTP status, as Prometheus's `getDefaultErrorCode`
+    /// (web/api/v1/api.go): `unavailable` has no case there and falls to 500, `canceled` is
+    /// 499 (client closed request) since Prometheus 3.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorType::BadData => StatusCode::BAD_REQUEST,
+            ErrorType::Execution => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ErrorType::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Internal | ErrorType::Unavailable => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+/// An error answer: `{"status":"error","errorType":…,"error":…}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorType,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_data(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorType::BadData, message)
+    }
+
+    /// Prometheus's `invalidParamError`: `invalid parameter "name": cause`.
+    pub fn invalid_param(param: &str, cause: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_data(format!("invalid parameter {param:?}: {cause}"))
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorType::Internal, message)
+    }
+}
+
+impl From<QueryError> for ApiError {
+    /// Prometheus's `returnAPIError` plus the parse/validation errors that it reports as
+    /// invalid `query` parameters.
+    fn from(e: QueryError) -> ApiError {
+        match e {
+            QueryError::BadData(m) => ApiError::invalid_param("query", m),
+            QueryError::Execution(_) | QueryError::TooManySamples(_) => {
+                ApiError::new(ErrorType::Execution, e.to_string())
+            }
+            QueryError::Timeout(_) => ApiError::new(ErrorType::Timeout, e.to_string()),
+            QueryError::Canceled(_) => ApiError::new(ErrorType::Canceled, e.to_string()),
+            QueryError::Storage(s) => ApiError::from(s),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::BadMatcher(_) => ApiError::bad_data(e.to_string()),
+            StorageError::TooManySamples(_) => ApiError::new(ErrorType::Execution, e.to_string()),
+            StorageError::Internal(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            r#"{{"status":"error","errorType":"{}","error":{}}}"#,
+            self.kind.as_str(),
+            json_string(&self.message)
+        );
+        json_response(self.kind.status(), body)
+    }
+}
+
+/// A success answer. `data: None` is Prometheus's empty result: 204 No Content.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiSuccess {
+    /// The `data` member, already rendered as JSON.
+    pub data: Option<String>,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl ApiSuccess {
+    pub fn data(data: String) -> ApiSuccess {
+        ApiSuccess {
+            data: Some(data),
+            ..ApiSuccess::default()
+        }
+    }
+
+    pub fn no_content() -> ApiSuccess {
+        ApiSuccess::default()
+    }
+
+    pub fn warn(mut self, w: impl Into<String>) -> ApiSuccess {
+        self.warnings.push(w.into());
+        self
+    }
+}
+
+/// The warning Prometheus adds when `limit` cut a result.
+pub const TRUNCATED_WARNING: &str = "results truncated due to limit";
+
+impl IntoResponse for ApiSuccess {
+    fn into_response(self) -> Response {
+        let Some(data) = self.data else {
+            return StatusCode::NO_CONTENT.into_response();
+        };
+        let mut body = String::with_capacity(data.len() + 64);
+        body.push_str(r#"{"status":"success","data":"#);
+        body.push_str(&data);
+        for (key, list) in [("warnings", &self.warnings), ("infos", &self.infos)] {
+            if !list.is_empty() {
+                let _ = write!(body, r#","{key}":"#);
+                push_string_array(&mut body, list.iter().map(String::as_str));
+            }
+        }
+        body.push('}');
+        json_response(StatusCode::OK, body)
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// Appends `["a","b"]`.
+pub fn push_string_array<'a>(out: &mut String, items: impl IntoIterator<Item = &'a str>) {
+    out.push('[');
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_string(s));
+    }
+    out.push(']');
+}
+
+/// A sample value as Prometheus writes it: Go's `FormatFloat(v, 'f', -1, 64)` (Rust's `Display`
+/// for `f64` is the same shortest round-trip decimal without exponent) and `+Inf`/`-Inf`/`NaN`.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A millisecond timestamp as float seconds with up to three decimals, like Prometheus's
+/// `jsonutil.MarshalTimestamp` (`1.5` s is written `1.500`).
+pub fn push_timestamp(out: &mut String, t: i64) {
+    let neg = t < 0;
+    let abs = t.unsigned_abs();
+    if neg {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", abs / 1000);
+    let frac = abs % 1000;
+    if frac != 0 {
+        let _ = write!(out, ".{frac:03}");
+    }
+}
+
+/// `{"name":"value",…}` in label order.
+pub fn push_labels(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_string(&l.name));
+        out.push(':');
+        out.push_str(&json_string(&l.value));
+    }
+    out.push('}');
+}
+
+fn push_point(out: &mut String, t: i64, v: &str) {
+    out.push('[');
+    push_timestamp(out, t);
+    out.push(',');
+    out.push_str(&json_string(v));
+    out.push(']');
+}
+
+/// `{"resultType":…,"result":…}` of a query; matrices are sorted by labels here, whatever the
+/// engine did.
+pub fn render_query_data(value: &mut Value) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"resultType":""#);
+    out.push_str(value.type_name());
+    out.push_str(r#"","result":"#);
+    match value {
+        Value::Scalar { t, v } => push_point(&mut out, *t, &format_value(*v)),
+        Value::String { t, s } => push_point(&mut out, *t, s),
+        Value::Vector(samples) => {
+            out.push('[');
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                push_labels(&mut out, &s.labels);
+                out.push_str(r#","value":"#);
+                push_point(&mut out, s.t, &format_value(s.v));
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(series) => {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            push_matrix(&mut out, series);
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
+    out.push('[');
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"metric":"#);
+        push_labels(out, &s.labels);
+        out.push_str(r#","values":["#);
+        for (j, p) in s.samples.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            push_point(out, p.t, &format_value(p.v));
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::VectorSample;
+    use crate::storage::Sample;
+
+    #[test]
+    fn values_format_like_go() {
+        let cases = [
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (-0.0, "-0"),
+            (1e21, "1000000000000000000000"),
+            (1e-7, "0.0000001"),
+            (123456.789, "123456.789"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_value(v), want);
+        }
+        assert!(format_value(5e-324).ends_with("5"));
+    }
+
+    #[test]
+    fn timestamps_as_prometheus_writes_them() {
+        let t = |ms| {
+            let mut s = String::new();
+            push_timestamp(&mut s, ms);
+            s
+        };
+        assert_eq!(t(1_435_781_451_781), "1435781451.781");
+        assert_eq!(t(1_500), "1.500");
+        assert_eq!(t(1_005), "1.005");
+        assert_eq!(t(2_000), "2");
+        assert_eq!(t(-1_500), "-1.500");
+    }
+
+    #[test]
+    fn results_render_in_prometheus_shape() {
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let mut m = Value::Matrix(vec![
+            SeriesSamples {
+                labels: a.clone(),
+                samples: vec![Sample { t: 1000, v: 1.0 }, Sample { t: 2500, v: 0.5 }],
+            },
+            SeriesSamples {
+                labels: b,
+                samples: vec![Sample {
+                    t: 1000,
+                    v: f64::NAN,
+                }],
+            },
+        ]);
+        assert_eq!(
+            render_query_data(&mut m),
+            r#"{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a"},"values":[[1,"NaN"]]},{"metric":{"__name__":"up","job":"b"},"values":[[1,"1"],[2.500,"0.5"]]}]}"#
+        );
+        let mut v = Value::Vector(vec![VectorSample {
+            labels: a,
+            t: 3000,
+            v: 2.0,
+        }]);
+        assert_eq!(
+            render_query_data(&mut v),
+            r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"b"},"value":[3,"2"]}]}"#
+        );
+        let mut s = Value::Scalar { t: 4000, v: 2.0 };
+        assert_eq!(
+            render_query_data(&mut s),
+            r#"{"resultType":"scalar","result":[4,"2"]}"#
+        );
+        let mut s = Value::String {
+            t: 4000,
+            s: "a\"b".into(),
+        };
+        assert_eq!(
+            render_query_data(&mut s),
+            r#"{"resultType":"string","result":[4,"a\"b"]}"#
+        );
+    }
+
+    #[test]
+    fn every_error_type_has_prometheus_status() {
+        let want = [
+            (ErrorType::BadData, 400),
+            (ErrorType::Execution, 422),
+            (ErrorType::Canceled, 499),
+            (ErrorType::Timeout, 503),
+            (ErrorType::Internal, 500),
+            (ErrorType::Unavailable, 500),
+            (ErrorType::NotFound, 404),
+        ];
+        for (t, code) in want {
+            assert_eq!(t.status().as_u16(), code, "{}", t.as_str());
+        }
+        let e = ApiError::from(QueryError::TooManySamples("query execution"));
+        assert_eq!(e.kind, ErrorType::Execution);
+        assert_eq!(
+            e.message,
+            "query processing would load too many samples into memory in query execution"
+        );
+        let e = ApiError::from(QueryError::BadData("unexpected end of input".into()));
+        assert_eq!(
+            e.message,
+            "invalid parameter \"query\": unexpected end of input"
+        );
+        let e = ApiError::from(QueryError::Storage(StorageError::Internal("io".into())));
+        assert_eq!(e.kind, ErrorType::Internal);
+    }
+}

@@ -1,0 +1,383 @@
+//! `POST /api/v1/write`: Prometheus remote_write 1.0 (`prometheus.WriteRequest`) and 2.0
+//! (`io.prometheus.write.v2.Request`), snappy block format, with the receiver semantics of the
+//! spec and Prometheus: 204 on success; 400 (do not retry) for undecodable bodies and for
+//! samples rejected for non-retriable reasons, the accepted samples of the same request being
+//! stored; 5xx (retry) when storage fails; 415 for content types and encodings we do not speak.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message as _;
+
+use super::metadata::Metadata;
+use super::remote_proto::{RequestV2, WriteRequest, type_name};
+use super::{ApiState, blocking};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::metrics;
+use crate::storage::{AppendReport, RejectReason, Sample, SeriesSamples, Store};
+
+const V2_PROTO: &str = "io.prometheus.write.v2.Request";
+const V1_PROTO: &str = "prometheus.WriteRequest";
+
+/// What one ingest request produced besides its series.
+#[derive(Debug, Default)]
+pub(super) struct Rejections {
+    /// Samples not passed to storage, by metric reason.
+    pub counts: Vec<(&'static str, usize)>,
+    /// The first of them, for the client's error message.
+    pub first: Option<String>,
+}
+
+impl Rejections {
+    pub(super) fn add(&mut self, reason: &'static str, n: usize, message: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        match self.counts.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.counts.push((reason, n)),
+        }
+        if self.first.is_none() {
+            self.first = Some(message());
+        }
+    }
+}
+
+/// A plain-text answer (remote_write and import answer text, not the JSON envelope).
+pub(super) fn text(path: &str, status: StatusCode, message: impl Into<String>) -> Response {
+    metrics::WRITE_REQUESTS
+        .with_label_values(&[path, status.as_str()])
+        .inc();
+    let mut m = message.into();
+    if !m.ends_with('\n') {
+        m.push('\n');
+    }
+    (status, m).into_response()
+}
+
+/// Appends `batch` to the tenant's store and answers as the remote_write receiver does; counts
+/// accepted and rejected samples by path and reason.
+pub(super) async fn append_and_answer(
+    store: Arc<dyn Store>,
+    batch: Vec<SeriesSamples>,
+    pre: Rejections,
+    path: &'static str,
+    extra_headers: bool,
+) -> Response {
+    let result = if batch.is_empty() {
+        Ok(AppendReport::default())
+    } else {
+        blocking(move || Ok(store.append(&batch)?)).await
+    };
+    for (reason, n) in &pre.counts {
+        metrics::SAMPLES_REJECTED
+            .with_label_values(&[path, reason])
+            .inc_by(*n as u64);
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(path, error = %e.message, "ingest failed in storage");
+            return text(path, StatusCode::INTERNAL_SERVER_ERROR, e.message);
+        }
+    };
+    metrics::SAMPLES_INGESTED
+        .with_label_values(&[path])
+        .inc_by(report.accepted as u64);
+    for (reason, n) in &report.rejected {
+        metrics::SAMPLES_REJECTED
+            .with_label_values(&[path, reason.as_str()])
+            .inc_by(*n as u64);
+    }
+    let first = pre.first.or(report.first_rejection.clone());
+    let mut response = match first {
+        Some(m) => {
+            let pre_total: usize = pre.counts.iter().map(|(_, n)| n).sum();
+            tracing::debug!(
+                path,
+                accepted = report.accepted,
+                rejected = pre_total + report.rejected_total(),
+                first = %m,
+                "ingest rejected samples"
+            );
+            text(path, StatusCode::BAD_REQUEST, m)
+        }
+        None => {
+            metrics::WRITE_REQUESTS
+                .with_label_values(&[path, "204"])
+                .inc();
+            StatusCode::NO_CONTENT.into_response()
+        }
+    };
+    if extra_headers {
+        let h = response.headers_mut();
+        let written = HeaderValue::from(report.accepted);
+        h.insert("X-Prometheus-Remote-Write-Samples-Written", written);
+        h.insert(
+            "X-Prometheus-Remote-Write-Histograms-Written",
+            HeaderValue::from(0),
+        );
+        h.insert(
+            "X-Prometheus-Remote-Write-Exemplars-Written",
+            HeaderValue::from(0),
+        );
+    }
+    response
+}
+
+/// Labels of a remote-write series, or why they are invalid (as Prometheus's receiver: a
+/// metric name is required, names must be non-empty and unique).
+fn series_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Labels, String> {
+    let pairs: Vec<(&str, &str)> = pairs.collect();
+    for (i, (n, _)) in pairs.iter().enumerate() {
+        if n.is_empty() {
+            return Err("empty label name".into());
+        }
+        if pairs[..i].iter().any(|(m, _)| m == n) {
+            return Err(format!("duplicate label name {n:?}"));
+        }
+    }
+    let labels = Labels::from_pairs(pairs);
+    if labels.metric_name().is_none() {
+        return Err("no metric name".into());
+    }
+    Ok(labels)
+}
+
+/// The family a series' metadata belongs to (`_bucket`, `_sum`, `_count` of histograms and
+/// summaries name their family without the suffix).
+fn family_of(name: &str, kind: &str) -> String {
+    if matches!(kind, "histogram" | "gaugehistogram" | "summary") {
+        for suffix in ["_bucket", "_sum", "_count", "_created"] {
+            if let Some(f) = name.strip_suffix(suffix) {
+                return f.to_string();
+            }
+        }
+    }
+    name.to_string()
+}
+
+pub(super) async fn remote_write(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const PATH: &str = "remote_write";
+    let header_str = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(enc) = header_str(header::CONTENT_ENCODING)
+        && !enc.trim().is_empty()
+        && !enc.trim().eq_ignore_ascii_case("snappy")
+    {
+        return text(
+            PATH,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported compression: {enc}. Only snappy is supported"),
+        );
+    }
+    let v2 = match header_str(header::CONTENT_TYPE).map(str::trim) {
+        None | Some("") => false,
+        Some(ct) => {
+            let mut parts = ct.split(';').map(str::trim);
+            if !parts
+                .next()
+                .is_some_and(|m| m.eq_ignore_ascii_case("application/x-protobuf"))
+            {
+                return text(
+                    PATH,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("unsupported content type {ct:?}; expected application/x-protobuf"),
+                );
+            }
+            match parts.find_map(|p| p.strip_prefix("proto=")) {
+                None | Some(V1_PROTO) => false,
+                Some(V2_PROTO) => true,
+                Some(other) => {
+                    return text(
+                        PATH,
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        format!("unsupported proto message {other:?}"),
+                    );
+                }
+            }
+        }
+    };
+    let tenant = match super::tenant_of(&headers) {
+        Ok(t) => t,
+        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, e.message),
+    };
+    let max = state.config().max_body();
+    match snap::raw::decompress_len(&body) {
+        Ok(n) if n > max => {
+            return text(
+                PATH,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body of {n} bytes exceeds the limit of {max} bytes"),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
+    }
+    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+        Ok(r) => r,
+        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
+    };
+    let store = match state.inner.tenants.tenant(&tenant) {
+        Ok(s) => s,
+        Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let decoded = if v2 {
+        RequestV2::decode(raw.as_slice()).map(|r| from_v2(&state, &tenant, r))
+    } else {
+        WriteRequest::decode(raw.as_slice()).map(|r| from_v1(&state, &tenant, r))
+    };
+    match decoded {
+        Ok((batch, pre)) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Err(e) => text(
+            PATH,
+            StatusCode::BAD_REQUEST,
+            format!("decoding protobuf: {e}"),
+        ),
+    }
+}
+
+fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamples>, Rejections) {
+    let mut pre = Rejections::default();
+    let mut batch = Vec::with_capacity(req.timeseries.len());
+    for ts in req.timeseries {
+        let labels = series_labels(
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        let n = ts.samples.len() + ts.histograms.len();
+        let labels = match labels {
+            Ok(l) => l,
+            Err(why) => {
+                pre.add(RejectReason::InvalidLabels.as_str(), n, || {
+                    format!("invalid labels {}: {why}", show(&ts.labels))
+                });
+                continue;
+            }
+        };
+        pre.add("native_histogram", ts.histograms.len(), || {
+            format!("series {labels}: native histograms are not supported")
+        });
+        if !ts.exemplars.is_empty() {
+            metrics::SAMPLES_REJECTED
+                .with_label_values(&["remote_write", "exemplar_not_stored"])
+                .inc_by(ts.exemplars.len() as u64);
+        }
+        if ts.samples.is_empty() {
+            continue;
+        }
+        batch.push(SeriesSamples {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                })
+                .collect(),
+        });
+    }
+    if !req.metadata.is_empty() {
+        state.metadata().record(
+            tenant,
+            req.metadata.into_iter().map(|m| {
+                (
+                    m.metric_family_name,
+                    Metadata {
+                        kind: type_name(m.r#type).to_string(),
+                        help: m.help,
+                        unit: m.unit,
+                    },
+                )
+            }),
+        );
+    }
+    (batch, pre)
+}
+
+fn show(labels: &[super::remote_proto::Label]) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples>, Rejections) {
+    let mut pre = Rejections::default();
+    let mut batch = Vec::with_capacity(req.timeseries.len());
+    let mut metadata = Vec::new();
+    let sym = |i: u32| req.symbols.get(i as usize).map(String::as_str);
+    for ts in &req.timeseries {
+        let n = ts.samples.len() + ts.histograms.len();
+        let pairs: Option<Vec<(&str, &str)>> = if ts.labels_refs.len() % 2 == 1 {
+            None
+        } else {
+            ts.labels_refs
+                .chunks(2)
+                .map(|c| Some((sym(c[0])?, sym(c[1])?)))
+                .collect()
+        };
+        let Some(pairs) = pairs else {
+            pre.add(RejectReason::InvalidLabels.as_str(), n, || {
+                format!(
+                    "invalid labels_refs {:?}: odd length or out of the symbols table",
+                    ts.labels_refs
+                )
+            });
+            continue;
+        };
+        let labels = match series_labels(pairs.iter().copied()) {
+            Ok(l) => l,
+            Err(why) => {
+                pre.add(RejectReason::InvalidLabels.as_str(), n, || {
+                    format!("invalid labels {pairs:?}: {why}")
+                });
+                continue;
+            }
+        };
+        pre.add("native_histogram", ts.histograms.len(), || {
+            format!("series {labels}: native histograms are not supported")
+        });
+        if let Some(md) = &ts.metadata
+            && md.r#type != 0
+        {
+            let kind = type_name(md.r#type);
+            let name = labels.get(METRIC_NAME).unwrap_or_default();
+            metadata.push((
+                family_of(name, kind),
+                Metadata {
+                    kind: kind.to_string(),
+                    help: sym(md.help_ref).unwrap_or_default().to_string(),
+                    unit: sym(md.unit_ref).unwrap_or_default().to_string(),
+                },
+            ));
+        }
+        if ts.samples.is_empty() {
+            continue;
+        }
+        batch.push(SeriesSamples {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                })
+                .collect(),
+        });
+    }
+    if !metadata.is_empty() {
+        state.metadata().record(tenant, metadata);
+    }
+    (batch, pre)
+}
