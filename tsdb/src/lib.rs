@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod labels;
 mod metrics;
 pub mod promql;
+pub mod relabel;
 pub mod storage;
 
 /// The tenant of writes and reads that name none (no `X-Scope-OrgID`, an empty bus tenant).
