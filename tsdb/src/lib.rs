@@ -12,6 +12,7 @@ pub mod labels;
 mod metrics;
 pub mod promql;
 pub mod relabel;
+pub mod scrape;
 pub mod storage;
 
 /// The tenant of writes and reads that name none (no `X-Scope-OrgID`, an empty bus tenant).
