@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod peers;
+pub mod procstat;
+pub mod remote_write;
+pub mod workload;
+
 /// The profile directory holding the workspace's binaries (`target/debug` for `cargo test`).
 pub fn profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;

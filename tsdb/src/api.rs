@@ -35,8 +35,8 @@ pub use response::{ApiError, ApiSuccess, ErrorType};
 use crate::metrics;
 use crate::storage::{Store, Tenants};
 
-/// The tenant of requests without `X-Scope-OrgID` (Cortex/Mimir's name for it).
-pub const DEFAULT_TENANT: &str = "anonymous";
+/// The tenant of requests without `X-Scope-OrgID` (the same as the bus consumer's).
+pub use crate::DEFAULT_TENANT;
 
 /// The header naming the tenant.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";

@@ -7,7 +7,11 @@
 
 pub mod api;
 pub mod exposition;
+pub mod ingest;
 pub mod labels;
 mod metrics;
 pub mod promql;
 pub mod storage;
+
+/// The tenant of writes and reads that name none (no `X-Scope-OrgID`, an empty bus tenant).
+pub const DEFAULT_TENANT: &str = "default";
