@@ -25,6 +25,7 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
@@ -182,9 +183,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?
 }
 
-/// Counts and times one read call.
-fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiError>) {
-    let outcome = match result {
+/// Counts and times one read call and turns its result into the answer; internal errors are
+/// logged (the others are the client's business).
+fn respond(endpoint: &str, started: Instant, result: Result<ApiSuccess, ApiError>) -> Response {
+    let outcome = match &result {
         Ok(_) => "success",
         Err(e) => e.kind.as_str(),
     };
@@ -194,4 +196,13 @@ fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiErro
     metrics::QUERY_SECONDS
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(s) => s.into_response(),
+        Err(e) => {
+            if e.kind == ErrorType::Internal {
+                tracing::warn!(endpoint, error = %e.message, "api call failed");
+            }
+            e.into_response()
+        }
+    }
 }
