@@ -297,7 +297,6 @@ fn vector_binop(
             }
         }
     }
-    drop(do_op);
     if let Some(fill) = m.fill_lhs {
         let mut extra = Vec::new();
         for rs in &rhs {
