@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{AtModifier, Expr};
 use tsdb::labels::Labels;
-use tsdb::promql::{QueryError, QueryOptions, QueryOutput, Value, instant_query_expr, range_query_expr};
+use tsdb::promql::{
+    QueryError, QueryOptions, QueryOutput, Value, instant_query_expr, range_query_expr,
+};
 use tsdb::storage::{MemStorage, Queryable};
 
 use script::{Command, EvalCmd, ExpectMatch, LoadCmd, SeqValue, parse_script};
@@ -37,12 +39,15 @@ pub fn run_script(input: &str) -> FileReport {
         Ok(c) => c,
         Err(e) => {
             report.failed += 1;
-            report.failures.push(format!("script does not parse: {e:#}"));
+            report
+                .failures
+                .push(format!("script does not parse: {e:#}"));
             return report;
         }
     };
     let store = MemStorage::new();
     let mut hist_series: Vec<Labels> = Vec::new();
+    let mut st_series: Vec<Labels> = Vec::new();
     let opts = QueryOptions {
         experimental: true,
         ..QueryOptions::default()
@@ -52,10 +57,14 @@ pub fn run_script(input: &str) -> FileReport {
             Command::Clear => {
                 store.clear();
                 hist_series.clear();
+                st_series.clear();
             }
-            Command::Load(l) => load(&store, &l, &mut hist_series),
+            Command::Load(l) => {
+                load(&store, &l, &mut hist_series);
+                st_series.extend(l.st_series.iter().cloned());
+            }
             Command::Eval(e) => {
-                if let Some(reason) = skip_reason(&e, &hist_series) {
+                if let Some(reason) = skip_reason(&e, &hist_series, &st_series) {
                     report.skipped += 1;
                     *report.skip_reasons.entry(reason).or_default() += 1;
                     continue;
@@ -64,7 +73,9 @@ pub fn run_script(input: &str) -> FileReport {
                     Ok(()) => report.passed += 1,
                     Err(msg) => {
                         report.failed += 1;
-                        report.failures.push(format!("line {line}: {}: {msg}", e.expr));
+                        report
+                            .failures
+                            .push(format!("line {line}: {}: {msg}", e.expr));
                     }
                 }
             }
@@ -87,7 +98,10 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
             hist_series.push(s.labels.clone());
         }
         if l.with_nhcb
-            && let Some(base) = s.labels.metric_name().and_then(|n| n.strip_suffix("_bucket"))
+            && let Some(base) = s
+                .labels
+                .metric_name()
+                .and_then(|n| n.strip_suffix("_bucket"))
         {
             hist_series.push(s.labels.without(|n| n == "le").with("__name__", base));
         }
@@ -95,50 +109,83 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
 }
 
 /// Why an eval is skipped, if it is.
-fn skip_reason(e: &EvalCmd, hist_series: &[Labels]) -> Option<&'static str> {
-    if e.expected.iter().any(|(_, s)| s.values.contains(&SeqValue::Histogram)) {
+fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Option<&'static str> {
+    if e.expected
+        .iter()
+        .any(|(_, s)| s.values.contains(&SeqValue::Histogram))
+    {
         return Some("native histograms");
     }
     let Ok(expr) = promql_parser::parser::parse(&e.expr) else {
-        return None;
+        return experimental_syntax(&e.expr);
     };
     let mut reason = None;
     walk(&expr, &mut |x| match x {
-        Expr::Call(c) if c.func.experimental => reason = Some("experimental functions"),
-        Expr::Binary(b)
-            if b.modifier.as_ref().is_some_and(|m| {
-                m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()
-            }) =>
-        {
-            reason = Some("experimental fill modifiers")
+        Expr::Call(c) if c.func.name == "info" => reason = Some("experimental functions"),
+        Expr::VectorSelector(vs) if selects_histograms(vs, hist_series) => {
+            reason = reason.or(Some("native histograms"));
         }
-        Expr::VectorSelector(vs) => {
-            if selects_histograms(vs, hist_series) {
-                reason = reason.or(Some("native histograms"));
-            }
+        Expr::MatrixSelector(ms) if selects_histograms(&ms.vs, hist_series) => {
+            reason = reason.or(Some("native histograms"));
         }
-        Expr::MatrixSelector(ms) => {
-            if selects_histograms(&ms.vs, hist_series) {
-                reason = reason.or(Some("native histograms"));
-            }
+        Expr::VectorSelector(vs) if selects_histograms(vs, st_series) => {
+            reason = reason.or(Some("experimental start timestamps"));
+        }
+        Expr::MatrixSelector(ms) if selects_histograms(&ms.vs, st_series) => {
+            reason = reason.or(Some("experimental start timestamps"));
         }
         _ => {}
     });
     reason
 }
 
+/// Why a query the parser rejects is out of scope: syntax of experimental features the
+/// `promql-parser` crate does not know (duration arithmetic, `anchored`/`smoothed`, `info`,
+/// native-histogram trim operators).
+fn experimental_syntax(q: &str) -> Option<&'static str> {
+    if q.contains(">/") || q.contains("</") {
+        return Some("native histograms");
+    }
+    if q.contains("info(") {
+        return Some("experimental functions");
+    }
+    if q.contains("anchored") || q.contains("smoothed") {
+        return Some("experimental extended range selectors");
+    }
+    let lower = q.to_lowercase();
+    let in_brackets = q
+        .split('[')
+        .skip(1)
+        .filter_map(|s| s.split(']').next())
+        .any(|b| b.contains(['+', '-', '*', '/', '%', '^', '(']));
+    if in_brackets
+        || lower.contains("step()")
+        || lower.contains("range()")
+        || lower.contains("offset (")
+        || lower.contains("offset -(")
+        || lower.contains("@ (")
+    {
+        return Some("experimental duration expressions");
+    }
+    None
+}
+
 fn selects_histograms(vs: &promql_parser::parser::VectorSelector, hist_series: &[Labels]) -> bool {
     hist_series.iter().any(|l| {
-        vs.name.as_deref().is_none_or(|n| l.metric_name() == Some(n))
+        vs.name
+            .as_deref()
+            .is_none_or(|n| l.metric_name() == Some(n))
             && vs
                 .matchers
                 .matchers
                 .iter()
                 .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
             && (vs.matchers.or_matchers.is_empty()
-                || vs.matchers.or_matchers.iter().any(|g| {
-                    g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
-                }))
+                || vs
+                    .matchers
+                    .or_matchers
+                    .iter()
+                    .any(|g| g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or("")))))
     })
 }
 
@@ -196,21 +243,9 @@ const AT_UNSAFE: &[&str] = &[
 fn at_modifier_cases(expr: &Expr, t: i64) -> Option<Vec<(Expr, i64)>> {
     fn set(e: &mut Expr, at: &AtModifier, unsafe_fn: &mut bool) {
         match e {
-            Expr::VectorSelector(vs) => {
-                if vs.at.is_none() {
-                    vs.at = Some(at.clone());
-                }
-            }
-            Expr::MatrixSelector(ms) => {
-                if ms.vs.at.is_none() {
-                    ms.vs.at = Some(at.clone());
-                }
-            }
-            Expr::Subquery(s) => {
-                if s.at.is_none() {
-                    s.at = Some(at.clone());
-                }
-            }
+            Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+            Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at.clone()),
+            Expr::Subquery(s) if s.at.is_none() => s.at = Some(at.clone()),
             Expr::Aggregate(a) => {
                 if let Some(p) = &mut a.param {
                     set(p, at, unsafe_fn);
@@ -268,7 +303,11 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         cases.extend(more);
     }
     for (i, (x, t)) in cases.iter().enumerate() {
-        let tag = if i == 0 { String::new() } else { format!(" [@ case at {t}ms]") };
+        let tag = if i == 0 {
+            String::new()
+        } else {
+            format!(" [@ case at {t}ms]")
+        };
         let res = instant_query_expr(store, x, *t, opts);
         let Some(out) = handle_result(e, res).map_err(|m| format!("{m}{tag}"))? else {
             continue;
@@ -278,7 +317,10 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         if e.exclude_from_range || e.ordered {
             continue;
         }
-        if ["start()", "end()", "range()", "step()"].iter().any(|f| e.expr.contains(f)) {
+        if ["start()", "end()", "range()", "step()"]
+            .iter()
+            .any(|f| e.expr.contains(f))
+        {
             continue;
         }
         let rr = range_query_expr(store, x, t - 60_000, t + 60_000, 60_000, opts)
@@ -341,7 +383,10 @@ fn check_annotations(e: &EvalCmd, out: &QueryOutput) -> Result<(), String> {
     check_kind("warn", &e.warn, &out.warnings)?;
     check_kind("info", &e.info, &out.infos)?;
     if e.no_warn && !out.warnings.is_empty() {
-        return Err(format!("unexpected warning annotations: {:?}", out.warnings));
+        return Err(format!(
+            "unexpected warning annotations: {:?}",
+            out.warnings
+        ));
     }
     if e.no_info && !out.infos.is_empty() {
         return Err(format!("unexpected info annotations: {:?}", out.infos));
@@ -358,7 +403,9 @@ fn check_kind(kind: &str, expected: &[ExpectMatch], actual: &[String]) -> Result
     }
     for x in expected {
         if !actual.iter().any(|a| x.matches(a)) {
-            return Err(format!("expected {kind} annotation matching {x:?}, found: {actual:?}"));
+            return Err(format!(
+                "expected {kind} annotation matching {x:?}, found: {actual:?}"
+            ));
         }
     }
     for a in actual {
@@ -390,7 +437,10 @@ pub fn almost_equal(a: f64, b: f64) -> bool {
 fn check_sorted(m: &[tsdb::storage::SeriesSamples]) -> Result<(), String> {
     for w in m.windows(2) {
         if w[0].labels > w[1].labels {
-            return Err(format!("matrix not sorted: {} before {}", w[0].labels, w[1].labels));
+            return Err(format!(
+                "matrix not sorted: {} before {}",
+                w[0].labels, w[1].labels
+            ));
         }
     }
     Ok(())
@@ -414,28 +464,51 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
             let mut seen = 0;
             for s in m {
                 let Some((_, vals)) = expected.get(&s.labels) else {
-                    return Err(format!("unexpected metric {} in result, has {:?}", s.labels, pts(&s.samples)));
+                    return Err(format!(
+                        "unexpected metric {} in result, has {:?}",
+                        s.labels,
+                        pts(&s.samples)
+                    ));
                 };
                 seen += 1;
                 let mut exp = Vec::new();
                 for (i, x) in vals.iter().enumerate() {
                     let t = e.start + i as i64 * e.step;
                     if t > e.end {
-                        return Err(format!("expected {} points for {}, but query time range cannot return this many points", vals.len(), s.labels));
+                        return Err(format!(
+                            "expected {} points for {}, but query time range cannot return this many points",
+                            vals.len(),
+                            s.labels
+                        ));
                     }
                     if let SeqValue::Float(f) = x {
                         exp.push((t, *f));
                     }
                 }
                 if exp.len() != s.samples.len() {
-                    return Err(format!("expected {} float points for {}, but got {:?}", exp.len(), s.labels, pts(&s.samples)));
+                    return Err(format!(
+                        "expected {} float points for {}, but got {:?}",
+                        exp.len(),
+                        s.labels,
+                        pts(&s.samples)
+                    ));
                 }
                 for ((t, f), got) in exp.iter().zip(&s.samples) {
                     if *t != got.t {
-                        return Err(format!("expected point at t={t} for {}, got t={} (result {:?})", s.labels, got.t, pts(&s.samples)));
+                        return Err(format!(
+                            "expected point at t={t} for {}, got t={} (result {:?})",
+                            s.labels,
+                            got.t,
+                            pts(&s.samples)
+                        ));
                     }
                     if !almost_equal(got.v, *f) {
-                        return Err(format!("expected {f} at t={t} for {}, but got {} (result {:?})", s.labels, got.v, pts(&s.samples)));
+                        return Err(format!(
+                            "expected {f} at t={t} for {}, but got {} (result {:?})",
+                            s.labels,
+                            got.v,
+                            pts(&s.samples)
+                        ));
                     }
                 }
             }
@@ -450,15 +523,27 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
         }
         Value::Vector(vec) => {
             if e.expect_scalar.is_some() {
-                return Err(format!("expected scalar result, but got vector {}", fmt_vec(vec)));
+                return Err(format!(
+                    "expected scalar result, but got vector {}",
+                    fmt_vec(vec)
+                ));
             }
             let mut seen = 0;
             for (pos, s) in vec.iter().enumerate() {
                 let Some((epos, vals)) = expected.get(&s.labels) else {
-                    return Err(format!("unexpected metric {} in result, has value {} (result {})", s.labels, s.v, fmt_vec(vec)));
+                    return Err(format!(
+                        "unexpected metric {} in result, has value {} (result {})",
+                        s.labels,
+                        s.v,
+                        fmt_vec(vec)
+                    ));
                 };
                 if e.ordered && *epos != pos + 1 {
-                    return Err(format!("expected metric {} at position {epos} but was at {}", s.labels, pos + 1));
+                    return Err(format!(
+                        "expected metric {} at position {epos} but was at {}",
+                        s.labels,
+                        pos + 1
+                    ));
                 }
                 let want = match vals.first() {
                     Some(SeqValue::Float(f)) => *f,
@@ -475,12 +560,17 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
                     .filter(|l| !vec.iter().any(|s| &&s.labels == *l))
                     .map(|l| l.to_string())
                     .collect();
-                return Err(format!("expected metrics not found: {missing:?} (result {})", fmt_vec(vec)));
+                return Err(format!(
+                    "expected metrics not found: {missing:?} (result {})",
+                    fmt_vec(vec)
+                ));
             }
         }
         Value::Scalar { v, .. } => {
             let Some(want) = e.expect_scalar else {
-                return Err(format!("expected vector or matrix result, but got scalar {v}"));
+                return Err(format!(
+                    "expected vector or matrix result, but got scalar {v}"
+                ));
             };
             if !almost_equal(want, *v) {
                 return Err(format!("expected scalar {want} but got {v}"));
@@ -488,7 +578,10 @@ fn compare(e: &EvalCmd, v: &Value) -> Result<(), String> {
         }
         Value::String { s, .. } => {
             if e.expected_string.as_deref() != Some(s.as_str()) {
-                return Err(format!("expected string {:?} but got {s:?}", e.expected_string));
+                return Err(format!(
+                    "expected string {:?} but got {s:?}",
+                    e.expected_string
+                ));
             }
         }
     }
@@ -500,6 +593,9 @@ fn pts(s: &[tsdb::storage::Sample]) -> Vec<(i64, f64)> {
 }
 
 fn fmt_vec(v: &[tsdb::promql::VectorSample]) -> String {
-    let parts: Vec<String> = v.iter().map(|s| format!("{} => {}", s.labels, s.v)).collect();
+    let parts: Vec<String> = v
+        .iter()
+        .map(|s| format!("{} => {}", s.labels, s.v))
+        .collect();
     format!("[{}]", parts.join(", "))
 }

@@ -115,13 +115,18 @@ pub fn range_query(
     range_query_expr(q, &parse(expr)?, start, end, step, opts)
 }
 
+/// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
+pub(crate) fn is_metadata_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
 /// Drops `__name__` where the delayed name removal asked for it and rejects duplicate series.
 fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     let mut out = Vec::with_capacity(v.len());
     let mut seen = HashSet::with_capacity(v.len());
     for s in v {
         let l = if s.drop_name {
-            s.labels.without(|n| n == METRIC_NAME)
+            s.labels.without(is_metadata_label)
         } else {
             s.labels
         };
@@ -142,7 +147,8 @@ pub fn instant_query_expr(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS);
+    let mut ev =
+        Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
     ev.plan(expr, t, t);
     ev.check_done()?;
     let value = match ev.eval(expr, t)? {
@@ -159,7 +165,7 @@ pub fn instant_query_expr(
             let mut seen = HashSet::new();
             for s in m {
                 let labels = if s.drop_name {
-                    s.labels.without(|n| n == METRIC_NAME)
+                    s.labels.without(is_metadata_label)
                 } else {
                     s.labels
                 };
@@ -212,19 +218,14 @@ pub fn range_query_expr(
         ));
     }
     if end < start {
-        return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
     }
-    let mut ev = Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS);
+    let mut ev =
+        Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    ev.step = step;
     ev.plan(expr, start, end);
-    let mut inner = expr;
-    while let Expr::Paren(p) = inner {
-        inner = &p.expr;
-    }
-    if let Expr::Call(c) = inner
-        && c.func.name.starts_with("sort")
-    {
-        ev.warn("sort is ineffective for range queries since results are always ordered by labels".into());
-    }
     let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
     let mut total = 0usize;
     let mut t = start;
@@ -233,7 +234,10 @@ pub fn range_query_expr(
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                series.entry(Labels::empty()).or_default().push(Sample2 { t, v });
+                series
+                    .entry(Labels::empty())
+                    .or_default()
+                    .push(Sample2 { t, v });
                 total += 1;
             }
             Val::Vector(v) => {

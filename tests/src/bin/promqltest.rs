@@ -41,14 +41,31 @@ fn main() -> Result<ExitCode> {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     for f in &files {
-        let input = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let input =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let r = run_script(&input);
-        let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let why: Vec<String> = r.skip_reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let name = f.file_name().map_or_else(
+            || f.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let why: Vec<String> = r
+            .skip_reasons
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         if why.is_empty() {
-            println!("{name}: {} passed, {} failed, {} skipped", r.passed, r.failed, r.skipped);
+            println!(
+                "{name}: {} passed, {} failed, {} skipped",
+                r.passed, r.failed, r.skipped
+            );
         } else {
-            println!("{name}: {} passed, {} failed, {} skipped ({})", r.passed, r.failed, r.skipped, why.join(", "));
+            println!(
+                "{name}: {} passed, {} failed, {} skipped ({})",
+                r.passed,
+                r.failed,
+                r.skipped,
+                why.join(", ")
+            );
         }
         if args.verbose {
             for msg in &r.failures {
@@ -67,5 +84,9 @@ fn main() -> Result<ExitCode> {
         println!("skipped by reason: {}", why.join(", "));
     }
     println!("promqltest: {passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -16,8 +16,10 @@ static PAT_EVAL_INSTANT: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 static PAT_EVAL_RANGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
-        .expect("static regex")
+    Regex::new(
+        r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
+    )
+    .expect("static regex")
 });
 static PAT_EXPECT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$")
@@ -68,6 +70,8 @@ pub struct LoadCmd {
     pub interval_ms: i64,
     pub with_nhcb: bool,
     pub series: Vec<SeriesDesc>,
+    /// Series given start timestamps (`@st` lines, an experimental feature).
+    pub st_series: Vec<Labels>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -133,11 +137,13 @@ pub fn parse_script(input: &str) -> Result<Vec<(usize, Command)>> {
             cmds.push((i + 1, Command::Clear));
             i += 1;
         } else if word.starts_with("load") {
-            let (next, cmd) = parse_load(&lines, i).with_context(|| format!("line {}", start + 1))?;
+            let (next, cmd) =
+                parse_load(&lines, i).with_context(|| format!("line {}", start + 1))?;
             cmds.push((start + 1, Command::Load(cmd)));
             i = next;
         } else if word.starts_with("eval") {
-            let (next, cmd) = parse_eval(&lines, i).with_context(|| format!("line {}", start + 1))?;
+            let (next, cmd) =
+                parse_eval(&lines, i).with_context(|| format!("line {}", start + 1))?;
             cmds.push((start + 1, Command::Eval(Box::new(cmd))));
             i = next;
         } else {
@@ -156,15 +162,21 @@ fn parse_load(lines: &[String], i: usize) -> Result<(usize, LoadCmd)> {
         interval_ms,
         with_nhcb: caps.get(1).is_some(),
         series: Vec::new(),
+        st_series: Vec::new(),
     };
     let mut j = i + 1;
     while j < lines.len() && !lines[j].is_empty() {
-        if lines[j].split_whitespace().next().is_some_and(|w| w.ends_with("@st")) {
+        let (metric, rest) = split_metric(&lines[j]);
+        if rest.starts_with("@st") || metric.ends_with("@st") {
+            let metric = metric.trim_end_matches("@st");
             // Start-timestamp lines (an experimental feature) carry no samples.
+            cmd.st_series
+                .push(parse_labels(metric).with_context(|| format!("line {}", j + 1))?);
             j += 1;
             continue;
         }
-        cmd.series.push(parse_series(&lines[j]).with_context(|| format!("line {}", j + 1))?);
+        cmd.series
+            .push(parse_series(&lines[j]).with_context(|| format!("line {}", j + 1))?);
         j += 1;
     }
     Ok((j, cmd))
@@ -285,13 +297,17 @@ pub fn parse_duration_ms(s: &str) -> Result<i64> {
         bail!("empty duration");
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             bail!("invalid duration {s:?}");
         }
         let n: i64 = rest[..digits].parse()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -433,33 +449,26 @@ fn parse_values(s: &str) -> Result<Vec<SeqValue>> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         if rest.starts_with("{{") {
-            // A native histogram, possibly with expanding notation: skip to the token end.
-            let end = rest.find("}}").ok_or_else(|| anyhow!("unterminated histogram"))? + 2;
+            // A native histogram, possibly `{{a}}xN` or `{{a}}+{{b}}xN`: only counted.
+            let end = rest
+                .find("}}")
+                .ok_or_else(|| anyhow!("unterminated histogram"))?
+                + 2;
             rest = &rest[end..];
-            let mut n = 1;
-            // `{{..}}x3` or `{{..}}+{{..}}x3`
-            let tok_end = rest.find([' ', '\t']).unwrap_or(rest.len());
-            let tail = &rest[..tok_end];
-            if let Some(x) = tail.rfind('x') {
-                if let Ok(k) = tail[x + 1..].parse::<usize>() {
-                    n = k + 1;
-                    rest = &rest[tok_end..];
-                }
-            } else if tail.starts_with(['+', '-']) {
-                bail!("bad histogram series {tail:?}");
-            }
             if rest.starts_with(['+', '-']) {
-                // `{{a}}+{{b}}xN`
-                let end = rest.find("}}").ok_or_else(|| anyhow!("unterminated histogram"))? + 2;
+                let end = rest
+                    .find("}}")
+                    .ok_or_else(|| anyhow!("unterminated histogram"))?
+                    + 2;
                 rest = &rest[end..];
-                let tok_end = rest.find([' ', '\t']).unwrap_or(rest.len());
-                if let Some(k) = rest[..tok_end].strip_prefix('x') {
-                    n = k.parse::<usize>()? + 1;
-                }
-                rest = &rest[tok_end..];
             }
+            let tok_end = rest.find([' ', '\t']).unwrap_or(rest.len());
+            let n = match rest[..tok_end].strip_prefix('x') {
+                Some(k) => k.parse::<usize>()? + 1,
+                None => 1,
+            };
+            rest = rest[tok_end..].trim_start();
             out.extend(std::iter::repeat_n(SeqValue::Histogram, n));
-            rest = rest.trim_start();
             continue;
         }
         let end = rest.find([' ', '\t']).unwrap_or(rest.len());
@@ -538,13 +547,26 @@ mod tests {
         );
         assert_eq!(
             floats("1-2x4"),
-            [Float(1.0), Float(-1.0), Float(-3.0), Float(-5.0), Float(-7.0)]
+            [
+                Float(1.0),
+                Float(-1.0),
+                Float(-3.0),
+                Float(-5.0),
+                Float(-7.0)
+            ]
         );
         assert_eq!(floats("1x2"), [Float(1.0), Float(1.0), Float(1.0)]);
         assert_eq!(floats("1 _x3"), [Float(1.0), Omitted, Omitted, Omitted]);
-        assert_eq!(floats("1e3 Inf -Inf"), [Float(1e3), Float(f64::INFINITY), Float(f64::NEG_INFINITY)]);
+        assert_eq!(
+            floats("1e3 Inf -Inf"),
+            [Float(1e3), Float(f64::INFINITY), Float(f64::NEG_INFINITY)]
+        );
         assert!(matches!(floats("stale")[0], Float(v) if tsdb::storage::is_stale_nan(v)));
-        assert_eq!(floats("{{schema:1 sum:3 count:22 buckets:[5 10 7]}}x2").len(), 3);
+        assert_eq!(
+            floats("{{schema:1 sum:3 count:22 buckets:[5 10 7]}}x2").len(),
+            3
+        );
+        assert_eq!(floats("1 {{sum:3 count:2}}+{{sum:1 count:1}}x2 _").len(), 5);
         assert_eq!(floats("1e-3+1e-3x1"), [Float(1e-3), Float(2e-3)]);
     }
 
@@ -561,18 +583,26 @@ mod tests {
         let s = "# c\nload 5m\n  up{job=\"a\"} 1+1x2\n\nclear\neval instant at 5m up\n  expect warn msg: boom\n  up{job=\"a\"} 2\n\neval range from 0 to 10m step 5m up\n  {} 1 _ 3\n\neval instant at 1m 3\n  3\n";
         let cmds = parse_script(s).unwrap();
         assert_eq!(cmds.len(), 5);
-        let Command::Load(l) = &cmds[0].1 else { panic!() };
+        let Command::Load(l) = &cmds[0].1 else {
+            panic!()
+        };
         assert_eq!(l.interval_ms, 300_000);
         assert_eq!(l.series[0].labels.get("job"), Some("a"));
-        let Command::Eval(e) = &cmds[2].1 else { panic!() };
+        let Command::Eval(e) = &cmds[2].1 else {
+            panic!()
+        };
         assert_eq!(e.eval_t, 300_000);
         assert_eq!(e.warn.len(), 1);
         assert!(e.warn[0].matches("boom"));
         assert_eq!(e.line, 6);
-        let Command::Eval(r) = &cmds[3].1 else { panic!() };
+        let Command::Eval(r) = &cmds[3].1 else {
+            panic!()
+        };
         assert!(r.is_range);
         assert_eq!(r.expected[0].1.values[1], SeqValue::Omitted);
-        let Command::Eval(s) = &cmds[4].1 else { panic!() };
+        let Command::Eval(s) = &cmds[4].1 else {
+            panic!()
+        };
         assert_eq!(s.expect_scalar, Some(3.0));
     }
 }

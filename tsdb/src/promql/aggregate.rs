@@ -7,10 +7,10 @@ use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
     T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
 };
-use promql_parser::parser::{AggregateExpr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use super::eval::{EvalResult, Evaluator, Sample, Val, exec_err};
-use super::functions::format_float;
+use super::functions::{format_float, format_g};
 use super::heap;
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -148,6 +148,7 @@ impl Evaluator<'_> {
         };
         let input = self.eval_vector(&a.expr, t)?;
         let p = param.unwrap_or(f64::NAN);
+        let pexpr: &Expr = a.param.as_deref().unwrap_or(&a.expr);
         match op {
             T_TOPK | T_BOTTOMK | T_LIMITK => {
                 if p < 1.0 {
@@ -171,25 +172,32 @@ impl Evaluator<'_> {
                     return exec_err("Ratio value is NaN");
                 }
                 if p > 1.0 {
-                    self.warn(format!(
-                        "ratio value should be between -1 and 1, got {}, capping to 1",
-                        format_float(p)
-                    ));
+                    self.warn_at(
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to 1",
+                            format_g(p)
+                        ),
+                        pexpr,
+                    );
                 }
                 if p < -1.0 {
-                    self.warn(format!(
-                        "ratio value should be between -1 and 1, got {}, capping to -1",
-                        format_float(p)
-                    ));
+                    self.warn_at(
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to -1",
+                            format_g(p)
+                        ),
+                        pexpr,
+                    );
                 }
             }
-            T_QUANTILE => {
-                if p.is_nan() || !(0.0..=1.0).contains(&p) {
-                    self.warn(format!(
+            T_QUANTILE if p.is_nan() || !(0.0..=1.0).contains(&p) => {
+                self.warn_at(
+                    format!(
                         "quantile value should be between 0 and 1, got {}",
-                        format_float(p)
-                    ));
-                }
+                        format_g(p)
+                    ),
+                    pexpr,
+                );
             }
             _ => {}
         }
@@ -225,11 +233,7 @@ impl Evaluator<'_> {
                         T_TOPK => heap::push(&mut g.heap, s, heap::top_less),
                         T_BOTTOMK => heap::push(&mut g.heap, s, heap::bottom_less),
                         T_LIMITK => g.heap.push(s),
-                        T_LIMIT_RATIO => {
-                            if add_ratio_sample(ratio, &s.labels) {
-                                g.heap.push(s);
-                            }
-                        }
+                        T_LIMIT_RATIO if add_ratio_sample(ratio, &s.labels) => g.heap.push(s),
                         _ => {}
                     }
                     groups.push(g);

@@ -86,9 +86,19 @@ pub(crate) struct Evaluator<'a> {
     /// Samples held by the current step.
     pub(crate) cur_samples: usize,
     steps: usize,
+    /// The query text, for annotation positions.
+    text: String,
+    pub(crate) sort_warned: bool,
+    /// The range query's step (0 for instant queries), for `step()`.
+    pub(crate) step: i64,
 }
 
 impl<'a> Evaluator<'a> {
+    pub(crate) fn with_text(mut self, text: String) -> Evaluator<'a> {
+        self.text = text;
+        self
+    }
+
     pub(crate) fn new(
         q: &'a dyn Queryable,
         opts: &'a QueryOptions,
@@ -109,7 +119,34 @@ impl<'a> Evaluator<'a> {
             infos: Vec::new(),
             cur_samples: 0,
             steps: 0,
+            text: String::new(),
+            sort_warned: false,
+            step: 0,
         }
+    }
+
+    /// ` (line:col)` of a node in the query text, as Prometheus appends to annotations.
+    pub(crate) fn pos(&self, node: &Expr) -> String {
+        let needle = node.to_string();
+        match self.text.find(&needle) {
+            Some(off) => {
+                let before = &self.text[..off];
+                let line = before.matches('\n').count() + 1;
+                let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" ({line}:{col})")
+            }
+            None => String::new(),
+        }
+    }
+
+    pub(crate) fn warn_at(&mut self, msg: String, node: &Expr) {
+        let p = self.pos(node);
+        self.warn(format!("{msg}{p}"));
+    }
+
+    pub(crate) fn info_at(&mut self, msg: String, node: &Expr) {
+        let p = self.pos(node);
+        self.info(format!("{msg}{p}"));
     }
 
     pub(crate) fn warn(&mut self, msg: String) {
@@ -211,8 +248,13 @@ impl<'a> Evaluator<'a> {
         if let Some(c) = self.cache.get(&key(vs)) {
             return Ok(c.clone());
         }
-        let (mint, maxt) = self.bounds.get(&key(vs)).copied().unwrap_or((i64::MIN, i64::MAX));
-        let groups: Vec<Vec<&promql_parser::label::Matcher>> = if vs.matchers.or_matchers.is_empty() {
+        let (mint, maxt) = self
+            .bounds
+            .get(&key(vs))
+            .copied()
+            .unwrap_or((i64::MIN, i64::MAX));
+        let groups: Vec<Vec<&promql_parser::label::Matcher>> = if vs.matchers.or_matchers.is_empty()
+        {
             vec![vs.matchers.matchers.iter().collect()]
         } else {
             vs.matchers
@@ -246,7 +288,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The instant vector of a selector at `t`.
-    pub(crate) fn vector_selector(&mut self, vs: &VectorSelector, t: i64) -> EvalResult<Vec<Sample>> {
+    pub(crate) fn vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> EvalResult<Vec<Sample>> {
         let ts = self.resolve_at(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let series = self.series_of(vs)?;
         let lookback = self.opts.lookback_delta_ms;

@@ -43,6 +43,75 @@ pub(crate) fn format_g(f: f64) -> String {
     }
 }
 
+/// Natural ordering of label values (the `natsort` package Prometheus uses): digit runs
+/// compare as integers, other runs as strings.
+pub(crate) fn natsort_less(a: &str, b: &str) -> bool {
+    fn chunks(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut digit: Option<bool> = None;
+        for (i, c) in s.char_indices() {
+            let d = c.is_ascii_digit();
+            if digit.is_some_and(|p| p != d) {
+                out.push(&s[start..i]);
+                start = i;
+            }
+            digit = Some(d);
+        }
+        if start < s.len() {
+            out.push(&s[start..]);
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (i, x) in ca.iter().enumerate() {
+        let Some(y) = cb.get(i) else {
+            return false;
+        };
+        let last = |eq: bool| -> Option<bool> {
+            if !eq {
+                None
+            } else if i == ca.len() - 1 {
+                Some(true)
+            } else if i == cb.len() - 1 {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        if let (Ok(p), Ok(q)) = (x.parse::<i64>(), y.parse::<i64>()) {
+            if p == q {
+                if let Some(r) = last(true) {
+                    return r;
+                }
+                continue;
+            }
+            return p < q;
+        }
+        if x == y {
+            if let Some(r) = last(true) {
+                return r;
+            }
+            continue;
+        }
+        return x < y;
+    }
+    false
+}
+
+/// Prometheus's `FormatOpenMetricsFloat`: shortest form, integers with `.0`.
+pub(crate) fn format_openmetrics(f: f64) -> String {
+    if f.is_nan() || f.is_infinite() {
+        return format_float(f);
+    }
+    let s = format_g(f);
+    if s.contains(['.', 'e']) {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
 /// Days since the epoch to (year, month 1..=12, day 1..=31) (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -172,7 +241,7 @@ fn check_unique(v: &[Sample]) -> EvalResult<()> {
     let mut seen = std::collections::HashSet::new();
     for s in v {
         let key = if s.drop_name {
-            s.labels.without(|n| n == METRIC_NAME)
+            s.labels.without(super::is_metadata_label)
         } else {
             s.labels.clone()
         };
@@ -200,6 +269,24 @@ impl Evaluator<'_> {
         }
         match name {
             "time" => Ok(Val::Scalar(t as f64 / 1000.0)),
+            "start" => Ok(Val::Scalar(self.start as f64 / 1000.0)),
+            "end" => Ok(Val::Scalar(self.end as f64 / 1000.0)),
+            "range" => Ok(Val::Scalar((self.end - self.start) as f64 / 1000.0)),
+            "step" => Ok(Val::Scalar(self.step as f64 / 1000.0)),
+            "min_of" | "max_of" => {
+                let mut acc: Option<f64> = None;
+                for a in &args {
+                    let v = self.eval_scalar(a, t)?;
+                    acc = Some(match acc {
+                        None => v,
+                        Some(x) if x.is_nan() || v.is_nan() => f64::NAN,
+                        Some(x) if name == "min_of" => x.min(v),
+                        Some(x) => x.max(v),
+                    });
+                }
+                Ok(Val::Scalar(acc.unwrap_or(f64::NAN)))
+            }
+            "histogram_quantiles" => self.histogram_quantiles(&args, t),
             "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
             "vector" => {
                 let f = self.eval_scalar(args[0], t)?;
@@ -219,9 +306,10 @@ impl Evaluator<'_> {
                     None => 1.0,
                 };
                 let inv = 1.0 / to;
-                Ok(Val::Vector(map_values(self.eval_vector(args[0], t)?, |f| {
-                    (f * inv + 0.5).floor() / inv
-                })))
+                Ok(Val::Vector(map_values(
+                    self.eval_vector(args[0], t)?,
+                    |f| (f * inv + 0.5).floor() / inv,
+                )))
             }
             "clamp" | "clamp_min" | "clamp_max" => {
                 let v = self.eval_vector(args[0], t)?;
@@ -259,6 +347,17 @@ impl Evaluator<'_> {
                 let v = self.eval_vector(args[0], t)?;
                 Ok(Val::Vector(map_values(v, |_| t as f64 / 1000.0)))
             }
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+                if self.start != self.end && !self.sort_warned =>
+            {
+                self.sort_warned = true;
+                let call = Expr::Call(c.clone());
+                self.warn_at(
+                    "sort is ineffective for range queries since results are always ordered by labels".into(),
+                    &call,
+                );
+                self.call(c, t)
+            }
             "sort" | "sort_desc" => {
                 let mut v = self.eval_vector(args[0], t)?;
                 heap::sort_reverse(&mut v, name == "sort_desc");
@@ -270,18 +369,26 @@ impl Evaluator<'_> {
                     .iter()
                     .map(|a| string_arg(a).map(str::to_string))
                     .collect::<EvalResult<_>>()?;
+                let desc = name == "sort_by_label_desc";
                 v.sort_by(|a, b| {
+                    use std::cmp::Ordering;
                     for n in &names {
-                        let o = a.labels.get(n).unwrap_or("").cmp(b.labels.get(n).unwrap_or(""));
-                        if o != std::cmp::Ordering::Equal {
-                            return o;
+                        let (x, y) = (a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or(""));
+                        if x == y {
+                            continue;
                         }
+                        return if natsort_less(x, y) != desc {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        };
                     }
-                    a.labels.cmp(&b.labels)
+                    if desc {
+                        b.labels.cmp(&a.labels)
+                    } else {
+                        a.labels.cmp(&b.labels)
+                    }
                 });
-                if name == "sort_by_label_desc" {
-                    v.reverse();
-                }
                 Ok(Val::Vector(v))
             }
             "label_replace" => self.label_replace(&args, t),
@@ -341,7 +448,9 @@ impl Evaluator<'_> {
             ))
         })?;
         if dst.is_empty() {
-            return exec_err(format!("invalid destination label name in label_replace(): {dst}"));
+            return exec_err(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            ));
         }
         let mut v = self.eval_vector(args[0], t)?;
         for s in &mut v {
@@ -371,7 +480,9 @@ impl Evaluator<'_> {
             srcs.push(s.to_string());
         }
         if dst.is_empty() {
-            return exec_err(format!("invalid destination label name in label_join(): {dst}"));
+            return exec_err(format!(
+                "invalid destination label name in label_join(): {dst}"
+            ));
         }
         let mut v = self.eval_vector(args[0], t)?;
         for s in &mut v {

@@ -31,7 +31,11 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 fn sort_and_coalesce(buckets: &mut Vec<Bucket>) -> bool {
-    buckets.sort_by(|a, b| a.upper.partial_cmp(&b.upper).unwrap_or(std::cmp::Ordering::Equal));
+    buckets.sort_by(|a, b| {
+        a.upper
+            .partial_cmp(&b.upper)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     if buckets.last().is_none_or(|b| b.upper != f64::INFINITY) {
         return false;
     }
@@ -181,18 +185,19 @@ fn parse_le(s: &str) -> Option<f64> {
 
 impl Evaluator<'_> {
     /// Groups classic-histogram buckets by their series without `le`, in first-seen order.
-    fn bucket_groups(&mut self, v: Vec<Sample>) -> Vec<(Labels, Vec<Bucket>)> {
+    fn bucket_groups(&mut self, v: Vec<Sample>, arg: &Expr) -> Vec<(Labels, Vec<Bucket>)> {
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
         for s in v {
             let le = s.labels.get("le").unwrap_or("");
             let Some(upper) = parse_le(le) else {
                 let name = s.labels.metric_name().unwrap_or("").to_string();
-                let mut msg = format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
+                let mut msg =
+                    format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
                 if !name.is_empty() {
                     msg.push_str(&format!(" for metric name {name:?}"));
                 }
-                self.warn(msg);
+                self.warn_at(msg, arg);
                 continue;
             };
             let key = s.labels.without(|n| n == "le");
@@ -200,10 +205,7 @@ impl Evaluator<'_> {
                 groups.push((key, Vec::new()));
                 groups.len() - 1
             });
-            groups[i].1.push(Bucket {
-                upper,
-                count: s.v,
-            });
+            groups[i].1.push(Bucket { upper, count: s.v });
         }
         groups
     }
@@ -212,10 +214,16 @@ impl Evaluator<'_> {
         let q = self.eval_scalar(args[0], t)?;
         let v = self.eval_vector(args[1], t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
-            self.warn(format!("quantile value should be between 0 and 1, got {}", format_g(q)));
+            self.warn_at(
+                format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    format_g(q)
+                ),
+                args[0],
+            );
         }
         let mut out = Vec::new();
-        for (labels, buckets) in self.bucket_groups(v) {
+        for (labels, buckets) in self.bucket_groups(v, args[1]) {
             let (val, forced) = bucket_quantile(q, buckets);
             if forced {
                 let name = labels.metric_name().unwrap_or("");
@@ -223,7 +231,7 @@ impl Evaluator<'_> {
                 if !name.is_empty() {
                     msg.push_str(&format!(" for metric name {name:?}"));
                 }
-                self.info(msg);
+                self.info_at(msg, args[1]);
             }
             out.push(Sample {
                 labels,
@@ -235,12 +243,60 @@ impl Evaluator<'_> {
         Ok(Val::Vector(out))
     }
 
+    pub(crate) fn histogram_quantiles(&mut self, args: &[&Expr], t: i64) -> EvalResult<Val> {
+        let v = self.eval_vector(args[0], t)?;
+        let label = match args[1] {
+            Expr::StringLiteral(s) => s.val.clone(),
+            _ => {
+                return Err(super::super::QueryError::Execution(
+                    "expected a label name".into(),
+                ));
+            }
+        };
+        let mut qs = Vec::new();
+        for a in &args[2..] {
+            let q = self.eval_scalar(a, t)?;
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                self.warn_at(
+                    format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_g(q)
+                    ),
+                    a,
+                );
+            }
+            qs.push(q);
+        }
+        let groups = self.bucket_groups(v, args[0]);
+        let mut out = Vec::new();
+        for q in qs {
+            let qs = super::format_openmetrics(q);
+            for (labels, buckets) in &groups {
+                let (val, forced) = bucket_quantile(q, buckets.clone());
+                if forced {
+                    let name = labels.metric_name().unwrap_or("");
+                    let mut msg = "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)".to_string();
+                    if !name.is_empty() {
+                        msg.push_str(&format!(" for metric name {name:?}"));
+                    }
+                    self.info_at(msg, args[0]);
+                }
+                out.push(Sample {
+                    labels: labels.with(&label, &qs),
+                    v: val,
+                    drop_name: true,
+                });
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+
     pub(crate) fn histogram_fraction(&mut self, args: &[&Expr], t: i64) -> EvalResult<Val> {
         let lower = self.eval_scalar(args[0], t)?;
         let upper = self.eval_scalar(args[1], t)?;
         let v = self.eval_vector(args[2], t)?;
         let out = self
-            .bucket_groups(v)
+            .bucket_groups(v, args[2])
             .into_iter()
             .map(|(labels, buckets)| Sample {
                 labels,

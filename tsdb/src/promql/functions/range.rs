@@ -56,7 +56,13 @@ fn window(ev: &Evaluator<'_>, e: &Expr, t: i64) -> Option<(i64, i64)> {
     }
 }
 
-fn extrapolated_rate(pts: &[Point], start: i64, end: i64, is_counter: bool, is_rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    pts: &[Point],
+    start: i64,
+    end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if pts.len() < 2 {
         return None;
     }
@@ -111,7 +117,8 @@ fn instant_value(pts: &[Point], is_rate: bool) -> Option<f64> {
         return None;
     }
     let mut v = b.v;
-    if !is_rate || b.v >= a.v {
+    // A NaN never counts as a reset.
+    if !is_rate || b.v.partial_cmp(&a.v) != Some(std::cmp::Ordering::Less) {
         v = b.v - a.v;
     }
     if is_rate {
@@ -204,7 +211,12 @@ fn compare_over_time(pts: &[Point], better: fn(f64, f64) -> bool, ts: bool) -> f
 
 impl Evaluator<'_> {
     /// Evaluates `name` if it is a range-vector function.
-    pub(crate) fn range_function(&mut self, name: &str, args: &[&Expr], t: i64) -> EvalResult<Option<Val>> {
+    pub(crate) fn range_function(
+        &mut self,
+        name: &str,
+        args: &[&Expr],
+        t: i64,
+    ) -> EvalResult<Option<Val>> {
         if !RANGE_FUNCTIONS.contains(&name) {
             return Ok(None);
         }
@@ -227,7 +239,9 @@ impl Evaluator<'_> {
         // Scalar parameters.
         let p1 = match name {
             "quantile_over_time" => Some(self.eval_scalar(args[0], t)?),
-            "predict_linear" | "double_exponential_smoothing" => Some(self.eval_scalar(args[1], t)?),
+            "predict_linear" | "double_exponential_smoothing" => {
+                Some(self.eval_scalar(args[1], t)?)
+            }
             _ => None,
         };
         let p2 = match name {
@@ -291,8 +305,12 @@ impl Evaluator<'_> {
                 "avg_over_time" => Some(avg_over_time(pts)),
                 "min_over_time" => Some(compare_over_time(pts, |c, m| c < m || m.is_nan(), false)),
                 "max_over_time" => Some(compare_over_time(pts, |c, m| c > m || m.is_nan(), false)),
-                "ts_of_min_over_time" => Some(compare_over_time(pts, |c, m| c <= m || m.is_nan(), true)),
-                "ts_of_max_over_time" => Some(compare_over_time(pts, |c, m| c >= m || m.is_nan(), true)),
+                "ts_of_min_over_time" => {
+                    Some(compare_over_time(pts, |c, m| c <= m || m.is_nan(), true))
+                }
+                "ts_of_max_over_time" => {
+                    Some(compare_over_time(pts, |c, m| c >= m || m.is_nan(), true))
+                }
                 "ts_of_last_over_time" => Some(pts[pts.len() - 1].t as f64 / 1000.0),
                 "ts_of_first_over_time" => Some(pts[0].t as f64 / 1000.0),
                 "sum_over_time" => {
@@ -321,7 +339,13 @@ impl Evaluator<'_> {
                 "quantile_over_time" => {
                     let q = p1.unwrap_or(f64::NAN);
                     if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                        self.warn(format!("quantile value should be between 0 and 1, got {}", format_g(q)));
+                        self.warn_at(
+                            format!(
+                                "quantile value should be between 0 and 1, got {}",
+                                format_g(q)
+                            ),
+                            args[0],
+                        );
                     }
                     let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
                     Some(quantile(q, &mut vals))
@@ -334,11 +358,16 @@ impl Evaluator<'_> {
             if name == "rate" || name == "increase" {
                 let metric = s.labels.metric_name().unwrap_or("");
                 if !metric.is_empty()
-                    && !["_total", "_sum", "_count", "_bucket"].iter().any(|x| metric.ends_with(x))
+                    && !["_total", "_sum", "_count", "_bucket"]
+                        .iter()
+                        .any(|x| metric.ends_with(x))
                 {
-                    self.info(format!(
-                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
-                    ));
+                    self.info_at(
+                        format!(
+                            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                        ),
+                        marg,
+                    );
                 }
             }
             out.push(Sample {
