@@ -235,3 +235,4 @@ impl Drop for Tansu {
         self.kill();
     }
 }
+pub mod promqltest;

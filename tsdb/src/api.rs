@@ -5,6 +5,7 @@
 //! tenant never sees another's series. Answers use Prometheus's envelope, error types and status
 //! codes ([`response`]).
 
+mod compress;
 pub mod config;
 mod import;
 mod meta;
@@ -24,6 +25,7 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
@@ -34,8 +36,8 @@ pub use response::{ApiError, ApiSuccess, ErrorType};
 use crate::metrics;
 use crate::storage::{Store, Tenants};
 
-/// The tenant of requests without `X-Scope-OrgID` (Cortex/Mimir's name for it).
-pub const DEFAULT_TENANT: &str = "anonymous";
+/// The tenant of requests without `X-Scope-OrgID` (the same as the bus consumer's).
+pub use crate::DEFAULT_TENANT;
 
 /// The header naming the tenant.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";
@@ -168,6 +170,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/import/prometheus", post(import::import))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(compress::gzip))
         .with_state(state)
 }
 
@@ -180,9 +183,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?
 }
 
-/// Counts and times one read call.
-fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiError>) {
-    let outcome = match result {
+/// Counts and times one read call and turns its result into the answer; internal errors are
+/// logged (the others are the client's business).
+fn respond(endpoint: &str, started: Instant, result: Result<ApiSuccess, ApiError>) -> Response {
+    let outcome = match &result {
         Ok(_) => "success",
         Err(e) => e.kind.as_str(),
     };
@@ -192,4 +196,13 @@ fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiErro
     metrics::QUERY_SECONDS
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(s) => s.into_response(),
+        Err(e) => {
+            if e.kind == ErrorType::Internal {
+                tracing::warn!(endpoint, error = %e.message, "api call failed");
+            }
+            e.into_response()
+        }
+    }
 }

@@ -4,15 +4,26 @@
 //! delta, sample limit, deadline, cancellation). Results are [`Value`]s, which the HTTP API
 //! renders in Prometheus's JSON shape.
 
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod heap;
 pub mod value;
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use promql_parser::parser::Expr;
+use promql_parser::parser::value::ValueType;
+
 pub use value::{Value, VectorSample};
 
-use crate::storage::{Queryable, StorageError};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::{Queryable, Sample as Sample2, SeriesSamples, StorageError};
+use eval::{Evaluator, Sample, Val};
 
 /// Limits and knobs of one query. `Default` holds Prometheus's defaults.
 #[derive(Clone, Debug)]
@@ -74,6 +85,13 @@ pub enum QueryError {
     Storage(#[from] StorageError),
 }
 
+/// Subquery step when none is given (Prometheus's default evaluation interval).
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+fn parse(expr: &str) -> Result<Expr, QueryError> {
+    promql_parser::parser::parse(expr).map_err(QueryError::BadData)
+}
+
 /// Evaluates `expr` at `t` (milliseconds since the epoch).
 pub fn instant_query(
     q: &dyn Queryable,
@@ -81,10 +99,7 @@ pub fn instant_query(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let _ = (q, expr, t, opts);
-    Err(QueryError::Execution(
-        "the PromQL engine is being built".into(),
-    ))
+    instant_query_expr(q, &parse(expr)?, t, opts)
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -97,8 +112,159 @@ pub fn range_query(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let _ = (q, expr, start, end, step, opts);
-    Err(QueryError::Execution(
-        "the PromQL engine is being built".into(),
-    ))
+    range_query_expr(q, &parse(expr)?, start, end, step, opts)
+}
+
+/// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
+pub(crate) fn is_metadata_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
+/// Drops `__name__` where the delayed name removal asked for it and rejects duplicate series.
+fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut seen = HashSet::with_capacity(v.len());
+    for s in v {
+        let l = if s.drop_name {
+            s.labels.without(is_metadata_label)
+        } else {
+            s.labels
+        };
+        if !seen.insert(l.clone()) {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        out.push((l, s.v));
+    }
+    Ok(out)
+}
+
+/// [`instant_query`] on an already parsed expression.
+pub fn instant_query_expr(
+    q: &dyn Queryable,
+    expr: &Expr,
+    t: i64,
+    opts: &QueryOptions,
+) -> Result<QueryOutput, QueryError> {
+    let mut ev =
+        Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    ev.plan(expr, t, t);
+    ev.check_done()?;
+    let value = match ev.eval(expr, t)? {
+        Val::Scalar(v) => Value::Scalar { t, v },
+        Val::Str(s) => Value::String { t, s },
+        Val::Vector(v) => Value::Vector(
+            finish_vector(v)?
+                .into_iter()
+                .map(|(labels, v)| VectorSample { labels, t, v })
+                .collect(),
+        ),
+        Val::Matrix(m) => {
+            let mut out: Vec<SeriesSamples> = Vec::with_capacity(m.len());
+            let mut seen = HashSet::new();
+            for s in m {
+                let labels = if s.drop_name {
+                    s.labels.without(is_metadata_label)
+                } else {
+                    s.labels
+                };
+                if !seen.insert(labels.clone()) {
+                    return Err(QueryError::Execution(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
+                }
+                out.push(SeriesSamples {
+                    labels,
+                    samples: s.points,
+                });
+            }
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Value::Matrix(out)
+        }
+    };
+    Ok(QueryOutput {
+        value,
+        warnings: ev.warnings,
+        infos: ev.infos,
+    })
+}
+
+/// [`range_query`] on an already parsed expression.
+pub fn range_query_expr(
+    q: &dyn Queryable,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &QueryOptions,
+) -> Result<QueryOutput, QueryError> {
+    match expr.value_type() {
+        ValueType::Scalar | ValueType::Vector => {}
+        ValueType::Matrix => {
+            return Err(QueryError::BadData(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+            ));
+        }
+        ValueType::String => {
+            return Err(QueryError::BadData(
+                "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+            ));
+        }
+    }
+    if step <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if end < start {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    let mut ev =
+        Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    ev.step = step;
+    ev.plan(expr, start, end);
+    let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
+    let mut total = 0usize;
+    let mut t = start;
+    while t <= end {
+        ev.check_done()?;
+        ev.cur_samples = total;
+        match ev.eval(expr, t)? {
+            Val::Scalar(v) => {
+                series
+                    .entry(Labels::empty())
+                    .or_default()
+                    .push(Sample2 { t, v });
+                total += 1;
+            }
+            Val::Vector(v) => {
+                for (labels, v) in finish_vector(v)? {
+                    series.entry(labels).or_default().push(Sample2 { t, v });
+                    total += 1;
+                }
+            }
+            _ => {
+                return Err(QueryError::Execution(
+                    "range query over an expression that is not a scalar or instant vector".into(),
+                ));
+            }
+        }
+        if total > opts.max_samples {
+            return Err(QueryError::TooManySamples("query execution"));
+        }
+        t += step;
+    }
+    Ok(QueryOutput {
+        value: Value::Matrix(
+            series
+                .into_iter()
+                .map(|(labels, samples)| SeriesSamples { labels, samples })
+                .collect(),
+        ),
+        warnings: ev.warnings,
+        infos: ev.infos,
+    })
 }
