@@ -235,3 +235,58 @@ scrape_configs: [{{job_name: gone, static_configs: [{{targets: ['127.0.0.1:{port
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn openmetrics_params_honor_labels_and_timestamps() {
+    let seen_query = Arc::new(Mutex::new(String::new()));
+    let q = seen_query.clone();
+    let app = Router::new().route(
+        "/probe",
+        get(move |uri: axum::http::Uri| async move {
+            *q.lock().unwrap() = uri.query().unwrap_or("").to_string();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                "# TYPE probe gauge\nprobe{job=\"inner\"} 7 1700000000.5\n# EOF\n",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let section: ScrapeSection = serde_yaml_ng::from_str(&format!(
+        "global: {{scrape_interval: 100ms, scrape_timeout: 100ms}}
+scrape_configs:
+- job_name: blackbox
+  metrics_path: /probe
+  honor_labels: true
+  params: {{module: [http_2xx]}}
+  static_configs: [{{targets: ['{addr}']}}]
+  relabel_configs: [{{target_label: __param_target, replacement: 'example.org'}}]"
+    ))
+    .unwrap();
+    let tenants = Arc::new(MemTenants::new());
+    let scraper = Scraper::new(tenants.clone()).unwrap();
+    scraper.apply(&section, "tsdb").unwrap();
+    let series = format!("probe{{instance=\"{addr}\", job=\"inner\"}}");
+    wait_for("probe", || !samples(&tenants, "probe").is_empty()).await;
+    let got = samples(&tenants, "probe");
+    assert_eq!(got[0].0, series);
+    assert_eq!(
+        got[0].1,
+        Sample {
+            t: 1_700_000_000_500,
+            v: 7.0
+        }
+    );
+    assert_eq!(
+        *seen_query.lock().unwrap(),
+        "module=http_2xx&target=example.org"
+    );
+    // report series keep the target's job
+    let up = format!("up{{instance=\"{addr}\", job=\"blackbox\"}}");
+    wait_for("up", || last(&samples(&tenants, "up"), &up) == Some(1.0)).await;
+    scraper.shutdown().await;
+}

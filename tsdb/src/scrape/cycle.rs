@@ -191,7 +191,8 @@ fn samples_of(
             continue;
         };
         if labels.metric_name().is_none() {
-            continue;
+            // As Prometheus: a series relabeled out of its name fails the scrape.
+            return Err("missing metric name (__name__ label)".to_string());
         }
         check_label_limits(rules, &labels)?;
         // A repeated series keeps its first sample (Prometheus rejects the duplicate).

@@ -31,8 +31,9 @@ struct LoopHandle {
     stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
     state: Arc<Mutex<ScrapeState>>,
-    /// The job configuration the loop runs with, to tell changes apart.
+    /// The job configuration and tenant the loop runs with, to tell changes apart.
     config: Arc<ScrapeConfig>,
+    tenant: String,
 }
 
 /// Everything a loop needs.
@@ -94,7 +95,7 @@ impl Scraper {
     pub fn apply(&self, section: &ScrapeSection, prefix: &str) -> Result<(), ScrapeError> {
         section.validate(prefix).map_err(ScrapeError::Config)?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ScrapeError::NoRuntime)?;
-        let mut wanted: HashMap<u64, (Target, Arc<ScrapeConfig>)> = HashMap::new();
+        let mut wanted: HashMap<u64, (Target, Arc<ScrapeConfig>, reqwest::Url)> = HashMap::new();
         let mut dropped = Vec::new();
         for cfg in &section.scrape_configs {
             let cfg = Arc::new(cfg.clone());
@@ -103,7 +104,14 @@ impl Scraper {
                 tracing::warn!(error = %e, "scrape target skipped");
             }
             for t in active {
-                wanted.insert(t.hash(), (t, cfg.clone()));
+                match t.url(&cfg) {
+                    Ok(url) => {
+                        wanted.insert(t.key(&url), (t, cfg.clone(), url));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %t.job, error = %e, "scrape target skipped");
+                    }
+                }
             }
             dropped.extend(gone.into_iter().map(|d| DroppedTargetStatus {
                 discovered_labels: d.discovered,
@@ -119,7 +127,11 @@ impl Scraper {
         for key in keys {
             let reason = match wanted.get(&key) {
                 None => Stop::Removed,
-                Some((_, cfg)) if **cfg != *loops[&key].config => Stop::Replaced,
+                Some((_, cfg, _))
+                    if **cfg != *loops[&key].config || loops[&key].tenant != section.tenant =>
+                {
+                    Stop::Replaced
+                }
                 Some(_) => continue,
             };
             let Some(h) = loops.remove(&key) else {
@@ -135,7 +147,7 @@ impl Scraper {
             }
         }
         let mut per_job: HashMap<String, i64> = HashMap::new();
-        for (key, (target, cfg)) in wanted {
+        for (key, (target, cfg, url)) in wanted {
             *per_job.entry(target.job.clone()).or_default() += 1;
             if loops.contains_key(&key) {
                 continue;
@@ -143,13 +155,6 @@ impl Scraper {
             let state = carried
                 .remove(&key)
                 .unwrap_or_else(|| Arc::new(Mutex::new(ScrapeState::new())));
-            let url = match target.url(&cfg) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::warn!(job = %target.job, error = %e, "scrape target skipped");
-                    continue;
-                }
-            };
             write_status(&self.status).insert(key, initial_status(&target, &url));
             let ctx = LoopCtx {
                 rules: rules_of(&target, &cfg),
@@ -172,6 +177,7 @@ impl Scraper {
                     task,
                     state,
                     config: cfg,
+                    tenant: section.tenant.clone(),
                 },
             );
         }
@@ -297,7 +303,7 @@ async fn run_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let interval = ctx.target.interval;
-    let delay = initial_delay(ctx.target.hash(), interval, now_since_epoch());
+    let delay = initial_delay(ctx.key, interval, now_since_epoch());
     tracing::debug!(job = %ctx.target.job, url = %ctx.url, ?delay, "scrape loop starting");
     let start = tokio::time::Instant::now() + delay;
     let mut ticker = tokio::time::interval_at(start, interval);

@@ -74,10 +74,14 @@ impl Target {
         Ok(url)
     }
 
-    /// A stable identity of the target within its job (labels and URL), for the scrape offset
-    /// and for telling targets apart across reloads.
-    pub fn hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(format!("{}\u{0}{}", self.job, self.labels).as_bytes())
+    /// The identity of the target across configuration changes: its job, public labels and
+    /// URL. Internal labels (`__scrape_interval__`, …) are left out so that changing them
+    /// restarts the target's loop rather than replacing the target (which would mark its
+    /// series stale). Also seeds the target's offset within the interval.
+    pub fn key(&self, url: &reqwest::Url) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(
+            format!("{}\u{0}{}\u{0}{}", self.job, self.public_labels(), url).as_bytes(),
+        )
     }
 }
 

@@ -225,6 +225,20 @@ fn sample_limit_fails_the_scrape() {
 }
 
 #[test]
+fn relabeling_away_the_name_fails_the_scrape() {
+    let r = ScrapeRules {
+        metric_relabel_configs: serde_yaml_ng::from_str("[{regex: __name__, action: labeldrop}]")
+            .unwrap(),
+        ..rules()
+    };
+    let out = ScrapeState::new().process(&r, 0, SECOND, Ok(&page("a 1\n")));
+    assert_eq!(
+        out.report.error.as_deref(),
+        Some("missing metric name (__name__ label)")
+    );
+}
+
+#[test]
 fn label_limits_fail_the_scrape() {
     let r = ScrapeRules {
         label_limit: 3,
