@@ -290,3 +290,65 @@ scrape_configs:
     wait_for("up", || last(&samples(&tenants, "up"), &up) == Some(1.0)).await;
     scraper.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_series_fresh() {
+    let page = Arc::new(Mutex::new(Page {
+        body: "a 1\nb 2\n".to_string(),
+        status: 200,
+        seen: None,
+    }));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(page.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = |extra: &str| -> ScrapeSection {
+        serde_yaml_ng::from_str(&format!(
+            "global: {{scrape_interval: 100ms, scrape_timeout: 100ms}}
+scrape_configs:
+- job_name: app
+  static_configs: [{{targets: ['{addr}']}}]
+{extra}"
+        ))
+        .unwrap()
+    };
+    let tenants = Arc::new(MemTenants::new());
+    let scraper = Scraper::new(tenants.clone()).unwrap();
+    scraper.apply(&config(""), "tsdb").unwrap();
+    let inst = format!("instance=\"{addr}\", job=\"app\"");
+    let (up, a, b) = (
+        format!("up{{{inst}}}"),
+        format!("a{{{inst}}}"),
+        format!("b{{{inst}}}"),
+    );
+    wait_for("b", || last(&samples(&tenants, "b"), &b) == Some(2.0)).await;
+
+    // the job changes: the loop restarts with its memory, so the newly dropped `b` goes stale
+    let drop_b = "  metric_relabel_configs: [{source_labels: [__name__], regex: b, action: drop}]";
+    scraper.apply(&config(drop_b), "tsdb").unwrap();
+    wait_for("b stale", || {
+        last(&samples(&tenants, "b"), &b).is_some_and(is_stale_nan)
+    })
+    .await;
+
+    // removed and re-added before its markers are due: no markers
+    scraper.apply(&ScrapeSection::default(), "tsdb").unwrap();
+    scraper.apply(&config(drop_b), "tsdb").unwrap();
+    let scrapes = samples(&tenants, "up").len();
+    wait_for("more scrapes", || {
+        samples(&tenants, "up").len() >= scrapes + 6
+    })
+    .await;
+    let count_stale = |name: &str, series: &str| {
+        samples(&tenants, name)
+            .iter()
+            .filter(|(l, s)| l == series && is_stale_nan(s.v))
+            .count()
+    };
+    assert_eq!(count_stale("up", &up), 0);
+    assert_eq!(count_stale("a", &a), 0);
+    assert_eq!(scraper.targets().active_targets.len(), 1);
+    scraper.shutdown().await;
+}

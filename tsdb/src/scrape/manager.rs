@@ -56,7 +56,10 @@ pub struct Scraper {
     client: reqwest::Client,
     loops: Mutex<HashMap<u64, LoopHandle>>,
     /// Loops of removed targets still waiting to write their staleness markers.
-    retiring: Mutex<Vec<JoinHandle<()>>>,
+    /// A target re-added meanwhile cancels them and takes their staleness memory over.
+    retiring: Mutex<Vec<(u64, LoopHandle)>>,
+    /// Jobs of the last configuration, for the per-job targets gauge.
+    jobs: Mutex<Vec<String>>,
     status: Arc<RwLock<BTreeMap<u64, ActiveTarget>>>,
     dropped: RwLock<Vec<DroppedTargetStatus>>,
     shutdown: watch::Sender<bool>,
@@ -82,6 +85,7 @@ impl Scraper {
             client: super::http::client().map_err(ScrapeError::Client)?,
             loops: Mutex::new(HashMap::new()),
             retiring: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Vec::new()),
             status: Arc::new(RwLock::new(BTreeMap::new())),
             dropped: RwLock::new(Vec::new()),
             shutdown: watch::channel(false).0,
@@ -120,7 +124,7 @@ impl Scraper {
         }
         let mut loops = lock(&self.loops);
         let mut retiring = lock(&self.retiring);
-        retiring.retain(|t| !t.is_finished());
+        retiring.retain(|(_, h)| !h.task.is_finished());
         // Loops whose job changed hand their staleness memory to their successor.
         let mut carried: HashMap<u64, Arc<Mutex<ScrapeState>>> = HashMap::new();
         let keys: Vec<u64> = loops.keys().copied().collect();
@@ -139,12 +143,12 @@ impl Scraper {
             };
             // Ignored error: the loop already ended.
             let _ = h.stop.send(reason);
-            retiring.push(h.task);
             if reason == Stop::Removed {
                 write_status(&self.status).remove(&key);
             } else {
-                carried.insert(key, h.state);
+                carried.insert(key, h.state.clone());
             }
+            retiring.push((key, h));
         }
         let mut per_job: HashMap<String, i64> = HashMap::new();
         for (key, (target, cfg, url)) in wanted {
@@ -152,10 +156,28 @@ impl Scraper {
             if loops.contains_key(&key) {
                 continue;
             }
+            // A target removed earlier and back before its staleness markers were written:
+            // cancel them and carry on with its memory.
+            for (k, h) in retiring.iter() {
+                if *k == key {
+                    // Ignored error: the loop already ended.
+                    let _ = h.stop.send(Stop::Replaced);
+                    carried.entry(key).or_insert_with(|| h.state.clone());
+                }
+            }
             let state = carried
                 .remove(&key)
                 .unwrap_or_else(|| Arc::new(Mutex::new(ScrapeState::new())));
-            write_status(&self.status).insert(key, initial_status(&target, &url));
+            let fresh = initial_status(&target, &url);
+            write_status(&self.status)
+                .entry(key)
+                .and_modify(|s| {
+                    // Keep the last scrape's outcome across a configuration change.
+                    s.discovered_labels = fresh.discovered_labels.clone();
+                    s.scrape_interval = fresh.scrape_interval.clone();
+                    s.scrape_timeout = fresh.scrape_timeout.clone();
+                })
+                .or_insert(fresh);
             let ctx = LoopCtx {
                 rules: rules_of(&target, &cfg),
                 url,
@@ -181,9 +203,18 @@ impl Scraper {
                 },
             );
         }
-        for cfg in &section.scrape_configs {
-            per_job.entry(cfg.job_name.clone()).or_default();
+        let mut jobs = lock(&self.jobs);
+        for job in jobs
+            .iter()
+            .chain(section.scrape_configs.iter().map(|c| &c.job_name))
+        {
+            per_job.entry(job.clone()).or_default();
         }
+        *jobs = section
+            .scrape_configs
+            .iter()
+            .map(|c| c.job_name.clone())
+            .collect();
         for (job, n) in per_job {
             metrics::TARGETS.with_label_values(&[job.as_str()]).set(n);
         }
@@ -226,7 +257,7 @@ impl Scraper {
         let tasks: Vec<JoinHandle<()>> = lock(&self.loops)
             .drain()
             .map(|(_, h)| h.task)
-            .chain(lock(&self.retiring).drain(..))
+            .chain(lock(&self.retiring).drain(..).map(|(_, h)| h.task))
             .collect();
         for t in tasks {
             if let Err(e) = t.await {
@@ -325,17 +356,21 @@ async fn run_loop(
     // Prometheus's end-of-run staleness: the target may come back (a reload), so wait for
     // the next scrape time, then one more interval and 10 %, before marking its series stale
     // at that next scrape time.
+    // A re-added target cancels the markers (`Stop::Replaced`).
     let stale_time;
     tokio::select! {
         _ = shutdown.changed() => return,
+        _ = stopped(&mut stop) => return,
         _ = ticker.tick() => stale_time = SystemTime::now(),
     }
     tokio::select! {
         _ = shutdown.changed() => return,
+        _ = stopped(&mut stop) => return,
         _ = ticker.tick() => {}
     }
     tokio::select! {
         _ = shutdown.changed() => return,
+        _ = stopped(&mut stop) => return,
         _ = tokio::time::sleep(interval / 10) => {}
     }
     let batch = lock(&ctx.state).end_of_run(&ctx.rules, millis(stale_time));
