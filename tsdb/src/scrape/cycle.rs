@@ -2,7 +2,8 @@
 //! (or the failure) at a given time becomes the batch to store — samples with target labels,
 //! the report series and staleness markers. No I/O, no clock: the caller passes the time.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use crate::exposition::Exposition;
@@ -49,12 +50,39 @@ pub struct ScrapeOutput {
     pub stale_markers: usize,
 }
 
-/// Per-target memory between scrapes: the series of the last scrape, for staleness.
-#[derive(Clone, Debug, Default)]
+/// Per-target memory between scrapes: the series of the last scrape (for staleness) and how
+/// each scraped label set resolved (target labels and metric relabeling are applied once per
+/// series, not once per scrape, as Prometheus's scrape cache does).
+#[derive(Debug, Default)]
 pub struct ScrapeState {
-    previous: HashSet<Labels>,
+    /// Hash of the stored labels → labels, for series without their own timestamps.
+    previous: HashMap<u64, Labels>,
+    cache: HashMap<Labels, CacheEntry>,
+    hasher: RandomState,
+    /// Scrapes processed, for cache eviction.
+    generation: u64,
     report_series_written: bool,
 }
+
+/// How a scraped label set resolves under the target's rules.
+#[derive(Debug)]
+enum Resolved {
+    /// Metric relabeling dropped it.
+    Dropped,
+    /// Stored under these labels, with their hash.
+    Series(Labels, u64),
+    /// It fails the scrape (a limit, a missing name).
+    Invalid(String),
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    resolved: Resolved,
+    last_seen: u64,
+}
+
+/// Cache entries unseen for this many scrapes are forgotten.
+const CACHE_GENERATIONS: u64 = 10;
 
 /// The report series' names, in the order they are written.
 pub const REPORT_METRICS: [&str; 5] = [
@@ -70,6 +98,11 @@ impl ScrapeState {
         ScrapeState::default()
     }
 
+    /// Forgets how label sets resolved: for a loop continuing with other rules.
+    pub fn rules_changed(&mut self) {
+        self.cache.clear();
+    }
+
     /// Processes a scrape that started at `t_ms` and took `duration`: `page` is the parsed
     /// page, or why fetching or parsing it failed. On failure (including a limit exceeded) no
     /// scraped sample is stored, every series of the previous scrape gets a staleness marker,
@@ -81,42 +114,50 @@ impl ScrapeState {
         duration: Duration,
         page: Result<&Exposition, String>,
     ) -> ScrapeOutput {
+        self.generation += 1;
         let mut report = ScrapeReport {
             duration,
             ..ScrapeReport::default()
         };
-        let mut batch = Vec::new();
-        let mut current = HashSet::new();
+        let mut current = HashMap::new();
         let outcome = page.and_then(|page| {
             report.samples_scraped = page.samples.len();
-            let series = samples_of(rules, t_ms, page)?;
-            Ok(series)
+            self.samples_of(rules, t_ms, page)
         });
-        match outcome {
+        let mut batch = match outcome {
             Ok(series) => {
                 report.up = true;
                 report.samples_post_relabel = series.len();
-                for (labels, sample, tracked) in series {
+                let mut batch = Vec::with_capacity(series.len() + REPORT_METRICS.len());
+                for (labels, hash, sample, tracked) in series {
                     if tracked {
-                        if !self.previous.contains(&labels) {
+                        if !self.previous.contains_key(&hash) {
                             report.series_added += 1;
                         }
-                        current.insert(labels.clone());
+                        current.insert(hash, labels.clone());
                     }
                     batch.push(SeriesSamples {
                         labels,
                         samples: vec![sample],
                     });
                 }
+                batch
             }
-            Err(e) => report.error = Some(e),
-        }
+            Err(e) => {
+                report.error = Some(e);
+                Vec::new()
+            }
+        };
         let mut stale_markers = 0;
-        for gone in self.previous.difference(&current) {
-            batch.push(stale(gone.clone(), t_ms));
-            stale_markers += 1;
+        for (hash, gone) in self.previous.drain() {
+            if !current.contains_key(&hash) {
+                batch.push(stale(gone, t_ms));
+                stale_markers += 1;
+            }
         }
         self.previous = current;
+        let oldest = self.generation.saturating_sub(CACHE_GENERATIONS);
+        self.cache.retain(|_, e| e.last_seen > oldest);
         batch.extend(report_series(rules, t_ms, &report));
         self.report_series_written = true;
         ScrapeOutput {
@@ -126,10 +167,61 @@ impl ScrapeState {
         }
     }
 
+    /// The page's samples with target labels and metric relabeling applied: (labels, their
+    /// hash, sample, whether staleness tracks it). An error fails the whole scrape.
+    fn samples_of(
+        &mut self,
+        rules: &ScrapeRules,
+        t_ms: i64,
+        page: &Exposition,
+    ) -> Result<Vec<(Labels, u64, Sample, bool)>, String> {
+        let mut out = Vec::with_capacity(page.samples.len());
+        let mut seen = HashSet::with_capacity(page.samples.len());
+        for s in &page.samples {
+            if !self.cache.contains_key(&s.labels) {
+                let resolved = resolve(rules, &s.labels, &self.hasher);
+                self.cache.insert(
+                    s.labels.clone(),
+                    CacheEntry {
+                        resolved,
+                        last_seen: 0,
+                    },
+                );
+            }
+            let Some(entry) = self.cache.get_mut(&s.labels) else {
+                continue;
+            };
+            entry.last_seen = self.generation;
+            let (labels, hash) = match &entry.resolved {
+                Resolved::Dropped => continue,
+                Resolved::Invalid(e) => return Err(e.clone()),
+                Resolved::Series(labels, hash) => (labels, *hash),
+            };
+            // A repeated series keeps its first sample (Prometheus rejects the duplicate).
+            if !seen.insert(hash) {
+                continue;
+            }
+            let (t, tracked) = match (rules.honor_timestamps, s.timestamp_ms) {
+                // Samples with their own timestamps are not tracked for staleness.
+                (true, Some(ts)) => (ts, false),
+                _ => (t_ms, true),
+            };
+            out.push((labels.clone(), hash, Sample { t, v: s.value }, tracked));
+            if rules.sample_limit > 0 && out.len() > rules.sample_limit {
+                return Err(format!(
+                    "sample limit exceeded (limit {})",
+                    rules.sample_limit
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Staleness markers at `t_ms` for everything the target wrote, report series included:
     /// for a target that is gone (Prometheus's end-of-run staleness).
     pub fn end_of_run(&mut self, rules: &ScrapeRules, t_ms: i64) -> Vec<SeriesSamples> {
-        let mut batch: Vec<SeriesSamples> = self.previous.drain().map(|l| stale(l, t_ms)).collect();
+        let mut batch: Vec<SeriesSamples> =
+            self.previous.drain().map(|(_, l)| stale(l, t_ms)).collect();
         if std::mem::take(&mut self.report_series_written) {
             batch.extend(
                 REPORT_METRICS
@@ -176,43 +268,21 @@ fn report_series(rules: &ScrapeRules, t_ms: i64, r: &ScrapeReport) -> Vec<Series
         .collect()
 }
 
-/// The page's samples with target labels and metric relabeling applied: (labels, sample,
-/// whether staleness tracks it). An error fails the whole scrape.
-fn samples_of(
-    rules: &ScrapeRules,
-    t_ms: i64,
-    page: &Exposition,
-) -> Result<Vec<(Labels, Sample, bool)>, String> {
-    let mut out = Vec::with_capacity(page.samples.len());
-    let mut seen = HashSet::with_capacity(page.samples.len());
-    for s in &page.samples {
-        let labels = mutate_labels(rules, &s.labels);
-        let Some(labels) = process(&labels, &rules.metric_relabel_configs) else {
-            continue;
-        };
-        if labels.metric_name().is_none() {
-            // As Prometheus: a series relabeled out of its name fails the scrape.
-            return Err("missing metric name (__name__ label)".to_string());
-        }
-        check_label_limits(rules, &labels)?;
-        // A repeated series keeps its first sample (Prometheus rejects the duplicate).
-        if !seen.insert(labels.clone()) {
-            continue;
-        }
-        let (t, tracked) = match (rules.honor_timestamps, s.timestamp_ms) {
-            // Samples with their own timestamps are not tracked for staleness.
-            (true, Some(ts)) => (ts, false),
-            _ => (t_ms, true),
-        };
-        out.push((labels, Sample { t, v: s.value }, tracked));
-        if rules.sample_limit > 0 && out.len() > rules.sample_limit {
-            return Err(format!(
-                "sample limit exceeded (limit {})",
-                rules.sample_limit
-            ));
-        }
+/// How one scraped label set resolves: target labels, metric relabeling, then the checks.
+fn resolve(rules: &ScrapeRules, scraped: &Labels, hasher: &RandomState) -> Resolved {
+    let labels = mutate_labels(rules, scraped);
+    let Some(labels) = process(&labels, &rules.metric_relabel_configs) else {
+        return Resolved::Dropped;
+    };
+    if labels.metric_name().is_none() {
+        // As Prometheus: a series relabeled out of its name fails the scrape.
+        return Resolved::Invalid("missing metric name (__name__ label)".to_string());
     }
-    Ok(out)
+    if let Err(e) = check_label_limits(rules, &labels) {
+        return Resolved::Invalid(e);
+    }
+    let hash = hasher.hash_one(&labels);
+    Resolved::Series(labels, hash)
 }
 
 fn check_label_limits(rules: &ScrapeRules, labels: &Labels) -> Result<(), String> {

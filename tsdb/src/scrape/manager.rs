@@ -165,9 +165,13 @@ impl Scraper {
                     carried.entry(key).or_insert_with(|| h.state.clone());
                 }
             }
-            let state = carried
-                .remove(&key)
-                .unwrap_or_else(|| Arc::new(Mutex::new(ScrapeState::new())));
+            let state = match carried.remove(&key) {
+                Some(state) => {
+                    lock(&state).rules_changed();
+                    state
+                }
+                None => Arc::new(Mutex::new(ScrapeState::new())),
+            };
             let fresh = initial_status(&target, &url);
             write_status(&self.status)
                 .entry(key)

@@ -285,3 +285,27 @@ fn duplicate_series_keep_the_first_sample() {
     assert_eq!(value(&out, "a{instance=\"h:1\", job=\"app\"}"), Some(1.0));
     assert_eq!(out.report.samples_post_relabel, 1);
 }
+
+#[test]
+fn resolution_cache_follows_rule_changes() {
+    let mut st = ScrapeState::new();
+    let p = page("a 1\nb 2\n");
+    st.process(&rules(), 1000, SECOND, Ok(&p));
+    let drop_b = ScrapeRules {
+        metric_relabel_configs: serde_yaml_ng::from_str(
+            "[{source_labels: [__name__], regex: b, action: drop}]",
+        )
+        .unwrap(),
+        ..rules()
+    };
+    st.rules_changed();
+    let out = st.process(&drop_b, 2000, SECOND, Ok(&p));
+    assert_eq!(stale_series(&out), ["b{instance=\"h:1\", job=\"app\"}"]);
+    // many scrapes without `a`: its cache entry goes, and it resolves again when back
+    for t in 3..20 {
+        st.process(&drop_b, t * 1000, SECOND, Ok(&page("c 1\n")));
+    }
+    let out = st.process(&drop_b, 30_000, SECOND, Ok(&p));
+    assert_eq!(value(&out, "a{instance=\"h:1\", job=\"app\"}"), Some(1.0));
+    assert_eq!(out.report.samples_post_relabel, 1);
+}
