@@ -208,39 +208,52 @@ pub(super) async fn remote_write(
         Ok(t) => t,
         Err(e) => return text(PATH, StatusCode::BAD_REQUEST, e.message),
     };
-    let max = state.config().max_body();
-    match snap::raw::decompress_len(&body) {
-        Ok(n) if n > max => {
-            return text(
-                PATH,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("decompressed body of {n} bytes exceeds the limit of {max} bytes"),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
-    }
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
-        Ok(r) => r,
-        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
-    };
     let store = match state.inner.tenants.tenant(&tenant) {
         Ok(s) => s,
         Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let decoded = if v2 {
-        RequestV2::decode(raw.as_slice()).map(|r| from_v2(&state, &tenant, r))
-    } else {
-        WriteRequest::decode(raw.as_slice()).map(|r| from_v1(&state, &tenant, r))
-    };
+    // Decompressing and decoding a large body takes milliseconds: off the async runtime.
+    let st = state.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode(&st, &tenant, &body, v2)).await;
     match decoded {
-        Ok((batch, pre)) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Ok(Ok((batch, pre))) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Ok(Err((status, message))) => text(PATH, status, message),
         Err(e) => text(
             PATH,
-            StatusCode::BAD_REQUEST,
-            format!("decoding protobuf: {e}"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("decoding task failed: {e}"),
         ),
     }
+}
+
+/// Snappy, then protobuf, then our series; metadata is recorded on the way.
+fn decode(
+    state: &ApiState,
+    tenant: &str,
+    body: &[u8],
+    v2: bool,
+) -> Result<(Vec<SeriesSamples>, Rejections), (StatusCode, String)> {
+    let max = state.config().max_body();
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    match snap::raw::decompress_len(body) {
+        Ok(n) if n > max => {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body of {n} bytes exceeds the limit of {max} bytes"),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(bad(format!("snappy: {e}"))),
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| bad(format!("snappy: {e}")))?;
+    let decoded = if v2 {
+        RequestV2::decode(raw.as_slice()).map(|r| from_v2(state, tenant, r))
+    } else {
+        WriteRequest::decode(raw.as_slice()).map(|r| from_v1(state, tenant, r))
+    };
+    decoded.map_err(|e| bad(format!("decoding protobuf: {e}")))
 }
 
 fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamples>, Rejections) {
