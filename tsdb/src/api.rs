@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
 pub use config::ApiConfig;
-pub use metadata::MetadataStore;
+pub use metadata::{Metadata, MetadataStore};
 pub use response::{ApiError, ApiSuccess, ErrorType};
 
 use crate::metrics;

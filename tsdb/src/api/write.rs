@@ -4,6 +4,7 @@
 //! samples rejected for non-retriable reasons, the accepted samples of the same request being
 //! stored; 5xx (retry) when storage fails; 415 for content types and encodings we do not speak.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -128,19 +129,46 @@ pub(super) async fn append_and_answer(
     response
 }
 
+/// Per-request string interning: each distinct label string of a request is checked for UTF-8
+/// and allocated once, however many series repeat it.
+#[derive(Default)]
+struct Interner<'a> {
+    strings: HashMap<&'a [u8], Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    fn get(&mut self, b: &'a [u8]) -> Result<Arc<str>, String> {
+        if let Some(s) = self.strings.get(b) {
+            return Ok(s.clone());
+        }
+        let s: Arc<str> = std::str::from_utf8(b)
+            .map_err(|_| format!("{:?} is not valid UTF-8", String::from_utf8_lossy(b)))?
+            .into();
+        self.strings.insert(b, s.clone());
+        Ok(s)
+    }
+}
+
 /// Labels of a remote-write series, or why they are invalid (as Prometheus's receiver: a
-/// metric name is required, names must be non-empty and unique).
-fn series_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Labels, String> {
-    let pairs: Vec<(&str, &str)> = pairs.collect();
-    for (i, (n, _)) in pairs.iter().enumerate() {
+/// metric name is required, names must be non-empty, unique and valid UTF-8).
+fn series_labels<'a>(
+    interner: &mut Interner<'a>,
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Labels, String> {
+    let mut out: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(pairs.size_hint().0);
+    for (n, v) in pairs {
         if n.is_empty() {
             return Err("empty label name".into());
         }
-        if pairs[..i].iter().any(|(m, _)| m == n) {
-            return Err(format!("duplicate label name {n:?}"));
+        if out.iter().any(|(m, _)| m.as_bytes() == n) {
+            return Err(format!(
+                "duplicate label name {:?}",
+                String::from_utf8_lossy(n)
+            ));
         }
+        out.push((interner.get(n)?, interner.get(v)?));
     }
-    let labels = Labels::from_pairs(pairs);
+    let labels = Labels::from_pairs(out);
     if labels.metric_name().is_none() {
         return Err("no metric name".into());
     }
@@ -227,7 +255,7 @@ pub(super) async fn remote_write(
 }
 
 /// Snappy, then protobuf, then our series; metadata is recorded on the way.
-fn decode(
+pub(super) fn decode(
     state: &ApiState,
     tenant: &str,
     body: &[u8],
@@ -245,13 +273,16 @@ fn decode(
         Ok(_) => {}
         Err(e) => return Err(bad(format!("snappy: {e}"))),
     }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| bad(format!("snappy: {e}")))?;
+    // Decoding from `Bytes` makes label strings slices of this buffer.
+    let raw = Bytes::from(
+        snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| bad(format!("snappy: {e}")))?,
+    );
     let decoded = if v2 {
-        RequestV2::decode(raw.as_slice()).map(|r| from_v2(state, tenant, r))
+        RequestV2::decode(raw).map(|r| from_v2(state, tenant, r))
     } else {
-        WriteRequest::decode(raw.as_slice()).map(|r| from_v1(state, tenant, r))
+        WriteRequest::decode(raw).map(|r| from_v1(state, tenant, r))
     };
     decoded.map_err(|e| bad(format!("decoding protobuf: {e}")))
 }
@@ -259,11 +290,11 @@ fn decode(
 fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamples>, Rejections) {
     let mut pre = Rejections::default();
     let mut batch = Vec::with_capacity(req.timeseries.len());
-    for ts in req.timeseries {
+    let mut interner = Interner::default();
+    for ts in &req.timeseries {
         let labels = series_labels(
-            ts.labels
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str())),
+            &mut interner,
+            ts.labels.iter().map(|l| (&l.name[..], &l.value[..])),
         );
         let n = ts.samples.len() + ts.histograms.len();
         let labels = match labels {
@@ -301,7 +332,7 @@ fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamp
     if !req.metadata.is_empty() {
         state.metadata().record(
             tenant,
-            req.metadata.into_iter().map(|m| {
+            req.metadata.iter().cloned().map(|m| {
                 (
                     m.metric_family_name,
                     Metadata {
@@ -319,7 +350,13 @@ fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamp
 fn show(labels: &[super::remote_proto::Label]) -> String {
     let parts: Vec<String> = labels
         .iter()
-        .map(|l| format!("{}={:?}", l.name, l.value))
+        .map(|l| {
+            format!(
+                "{}={:?}",
+                String::from_utf8_lossy(&l.name),
+                String::from_utf8_lossy(&l.value)
+            )
+        })
         .collect();
     format!("{{{}}}", parts.join(", "))
 }
@@ -328,10 +365,16 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
     let mut pre = Rejections::default();
     let mut batch = Vec::with_capacity(req.timeseries.len());
     let mut metadata = Vec::new();
-    let sym = |i: u32| req.symbols.get(i as usize).map(String::as_str);
+    let sym = |i: u32| req.symbols.get(i as usize).map(|b| &b[..]);
+    let text = |i: u32| {
+        sym(i)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut interner = Interner::default();
     for ts in &req.timeseries {
         let n = ts.samples.len() + ts.histograms.len();
-        let pairs: Option<Vec<(&str, &str)>> = if ts.labels_refs.len() % 2 == 1 {
+        let pairs: Option<Vec<(&[u8], &[u8])>> = if ts.labels_refs.len() % 2 == 1 {
             None
         } else {
             ts.labels_refs
@@ -348,11 +391,15 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
             });
             continue;
         };
-        let labels = match series_labels(pairs.iter().copied()) {
+        let labels = match series_labels(&mut interner, pairs.iter().copied()) {
             Ok(l) => l,
             Err(why) => {
                 pre.add(RejectReason::InvalidLabels.as_str(), n, || {
-                    format!("invalid labels {pairs:?}: {why}")
+                    let shown: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> = pairs
+                        .iter()
+                        .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                        .collect();
+                    format!("invalid labels {shown:?}: {why}")
                 });
                 continue;
             }
@@ -369,8 +416,8 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
                 family_of(name, kind),
                 Metadata {
                     kind: kind.to_string(),
-                    help: sym(md.help_ref).unwrap_or_default().to_string(),
-                    unit: sym(md.unit_ref).unwrap_or_default().to_string(),
+                    help: text(md.help_ref),
+                    unit: text(md.unit_ref),
                 },
             ));
         }
