@@ -12,6 +12,7 @@ mod meta;
 mod metadata;
 pub mod params;
 mod query;
+pub mod remote_decode;
 pub mod remote_proto;
 pub mod response;
 mod write;

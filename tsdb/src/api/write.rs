@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use prost::Message as _;
 
 use super::metadata::Metadata;
-use super::remote_proto::{RequestV2, WriteRequest, type_name};
+use super::remote_decode::{DecodeError, decode_write_request};
+use super::remote_proto::{RequestV2, type_name};
 use super::{ApiState, blocking};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::metrics;
@@ -279,60 +280,55 @@ pub(super) fn decode(
             .decompress_vec(body)
             .map_err(|e| bad(format!("snappy: {e}")))?,
     );
-    let decoded = if v2 {
-        RequestV2::decode(raw).map(|r| from_v2(state, tenant, r))
+    if v2 {
+        RequestV2::decode(raw)
+            .map(|r| from_v2(state, tenant, r))
+            .map_err(|e| bad(format!("decoding protobuf: {e}")))
     } else {
-        WriteRequest::decode(raw).map(|r| from_v1(state, tenant, r))
-    };
-    decoded.map_err(|e| bad(format!("decoding protobuf: {e}")))
+        from_v1(state, tenant, &raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
+    }
 }
 
-fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamples>, Rejections) {
+fn from_v1(
+    state: &ApiState,
+    tenant: &str,
+    raw: &[u8],
+) -> Result<(Vec<SeriesSamples>, Rejections), DecodeError> {
     let mut pre = Rejections::default();
-    let mut batch = Vec::with_capacity(req.timeseries.len());
+    let mut batch = Vec::new();
     let mut interner = Interner::default();
-    for ts in &req.timeseries {
-        let labels = series_labels(
-            &mut interner,
-            ts.labels.iter().map(|l| (&l.name[..], &l.value[..])),
-        );
-        let n = ts.samples.len() + ts.histograms.len();
-        let labels = match labels {
+    let mut exemplars = 0;
+    let metadata = decode_write_request(raw, |ts| {
+        let n = ts.samples.len() + ts.histograms;
+        exemplars += ts.exemplars;
+        let labels = match series_labels(&mut interner, ts.labels.iter().copied()) {
             Ok(l) => l,
             Err(why) => {
                 pre.add(RejectReason::InvalidLabels.as_str(), n, || {
                     format!("invalid labels {}: {why}", show(&ts.labels))
                 });
-                continue;
+                return;
             }
         };
-        pre.add("native_histogram", ts.histograms.len(), || {
+        pre.add("native_histogram", ts.histograms, || {
             format!("series {labels}: native histograms are not supported")
         });
-        if !ts.exemplars.is_empty() {
-            metrics::SAMPLES_REJECTED
-                .with_label_values(&["remote_write", "exemplar_not_stored"])
-                .inc_by(ts.exemplars.len() as u64);
+        if !ts.samples.is_empty() {
+            batch.push(SeriesSamples {
+                labels,
+                samples: ts.samples.clone(),
+            });
         }
-        if ts.samples.is_empty() {
-            continue;
-        }
-        batch.push(SeriesSamples {
-            labels,
-            samples: ts
-                .samples
-                .iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
-                })
-                .collect(),
-        });
+    })?;
+    if exemplars > 0 {
+        metrics::SAMPLES_REJECTED
+            .with_label_values(&["remote_write", "exemplar_not_stored"])
+            .inc_by(exemplars as u64);
     }
-    if !req.metadata.is_empty() {
+    if !metadata.is_empty() {
         state.metadata().record(
             tenant,
-            req.metadata.iter().cloned().map(|m| {
+            metadata.into_iter().map(|m| {
                 (
                     m.metric_family_name,
                     Metadata {
@@ -344,17 +340,17 @@ fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamp
             }),
         );
     }
-    (batch, pre)
+    Ok((batch, pre))
 }
 
-fn show(labels: &[super::remote_proto::Label]) -> String {
+fn show(labels: &[(&[u8], &[u8])]) -> String {
     let parts: Vec<String> = labels
         .iter()
-        .map(|l| {
+        .map(|(n, v)| {
             format!(
                 "{}={:?}",
-                String::from_utf8_lossy(&l.name),
-                String::from_utf8_lossy(&l.value)
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
             )
         })
         .collect();
