@@ -12,6 +12,7 @@ mod meta;
 mod metadata;
 pub mod params;
 mod query;
+pub mod remote_decode;
 pub mod remote_proto;
 pub mod response;
 mod write;
@@ -30,7 +31,7 @@ use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
 pub use config::ApiConfig;
-pub use metadata::MetadataStore;
+pub use metadata::{Metadata, MetadataStore};
 pub use response::{ApiError, ApiSuccess, ErrorType};
 
 use crate::metrics;
