@@ -8,6 +8,24 @@
 //! - [`cycle`]: one scrape's pure logic, time passed in (testable without sleeping).
 //! - [`http`]: fetching a page as Prometheus does (Accept, timeout header, gzip, size limit).
 //! - [`manager`]: the [`Scraper`] running a task per target and applying configuration changes.
+//!
+//! Configuration ([`ScrapeSection`]; Prometheus's names and defaults: 1 m interval, 10 s
+//! timeout, `/metrics`, `honor_timestamps: true`; scraped series go to `tenant`):
+//!
+//! ```yaml
+//! global: {scrape_interval: 15s, scrape_timeout: 10s}
+//! tenant: default
+//! scrape_configs:
+//! - job_name: node
+//!   static_configs: [{targets: ['10.0.0.1:9100'], labels: {env: prod}}]
+//!   relabel_configs: [{source_labels: [__address__], regex: '(.*):9100', target_label: host}]
+//!   metric_relabel_configs: [{source_labels: [__name__], regex: 'go_.*', action: drop}]
+//!   sample_limit: 50000
+//! ```
+//!
+//! Wiring: [`Scraper::new`] with the store's tenants, [`Scraper::apply`] at start and on every
+//! reload (inside the tokio runtime), [`Scraper::targets`] for `/api/v1/targets`,
+//! [`Scraper::shutdown`] when the process stops.
 
 pub mod config;
 pub mod cycle;
