@@ -164,8 +164,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("opening the tsdb")?
     };
     let tenants = Arc::new(tenants);
+    let scraper =
+        Arc::new(tsdb::scrape::Scraper::new(tenants.clone()).context("starting the scrape loop")?);
+    scraper
+        .apply(&config.tsdb.scrape, "tsdb.scrape")
+        .context("starting the scrape jobs")?;
     let api = tsdb::api::ApiState::new(tenants.clone(), config.tsdb.api.clone(), started)
-        .with_storage_retention(humantime::format_duration(config.tsdb.retention.time).to_string());
+        .with_storage_retention(humantime::format_duration(config.tsdb.retention.time).to_string())
+        .with_scraper(scraper.clone());
 
     // Background work stops when `stop` turns true, after the HTTP server has drained.
     let (stop, stopped) = watch::channel(false);
@@ -226,6 +232,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("serving HTTP");
 
     let _ = stop.send(true);
+    scraper.shutdown().await;
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             tracing::error!(error = %e, "a component panicked");

@@ -122,13 +122,6 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Opt
     let mut reason = None;
     walk(&expr, &mut |x| match x {
         Expr::Call(c) if c.func.name == "info" => reason = Some("experimental functions"),
-        Expr::Binary(b)
-            if b.modifier
-                .as_ref()
-                .is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) =>
-        {
-            reason = Some("experimental fill modifiers")
-        }
         Expr::VectorSelector(vs) if selects_histograms(vs, hist_series) => {
             reason = reason.or(Some("native histograms"));
         }

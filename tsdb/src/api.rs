@@ -12,8 +12,10 @@ mod meta;
 mod metadata;
 pub mod params;
 mod query;
+pub mod remote_decode;
 pub mod remote_proto;
 pub mod response;
+mod targets;
 mod write;
 
 #[cfg(test)]
@@ -25,18 +27,20 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
 pub use config::ApiConfig;
-pub use metadata::MetadataStore;
+pub use metadata::{Metadata, MetadataStore};
 pub use response::{ApiError, ApiSuccess, ErrorType};
 
 use crate::metrics;
+use crate::scrape::{Scraper, Targets};
 use crate::storage::{Store, Tenants};
 
-/// The tenant of requests without `X-Scope-OrgID` (Cortex/Mimir's name for it).
-pub const DEFAULT_TENANT: &str = "anonymous";
+/// The tenant of requests without `X-Scope-OrgID` (the same as the bus consumer's).
+pub use crate::DEFAULT_TENANT;
 
 /// The header naming the tenant.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";
@@ -59,6 +63,8 @@ struct Inner {
     /// Query slots (Prometheus's active query tracker).
     slots: Arc<Semaphore>,
     metadata: MetadataStore,
+    /// The scrape loop whose targets `/api/v1/targets` shows, when one runs.
+    scraper: Option<Arc<Scraper>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -81,20 +87,40 @@ impl ApiState {
                 start_time,
                 storage_retention: String::new(),
                 metadata: MetadataStore::default(),
+                scraper: None,
             }),
         }
     }
 
     /// Sets the retention text shown by runtimeinfo (e.g. `15d`); call before sharing.
     pub fn with_storage_retention(self, retention: impl Into<String>) -> ApiState {
-        let inner = Arc::try_unwrap(self.inner).map(|mut i| {
-            i.storage_retention = retention.into();
-            i
-        });
-        match inner {
-            Ok(i) => ApiState { inner: Arc::new(i) },
+        let retention = retention.into();
+        self.edit(|i| i.storage_retention = retention)
+    }
+
+    /// Shows `scraper`'s targets on `/api/v1/targets`; call before sharing.
+    pub fn with_scraper(self, scraper: Arc<Scraper>) -> ApiState {
+        self.edit(|i| i.scraper = Some(scraper))
+    }
+
+    /// Changes settings while the state is not shared yet (a shared state is left as it is).
+    fn edit(self, f: impl FnOnce(&mut Inner)) -> ApiState {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut i) => {
+                f(&mut i);
+                ApiState { inner: Arc::new(i) }
+            }
             Err(shared) => ApiState { inner: shared },
         }
+    }
+
+    /// The scrape targets (none without a scrape loop).
+    fn targets(&self) -> Targets {
+        self.inner
+            .scraper
+            .as_ref()
+            .map(|s| s.targets())
+            .unwrap_or_default()
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -162,6 +188,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status/buildinfo", get(meta::buildinfo))
         .route("/api/v1/status/runtimeinfo", get(meta::runtimeinfo))
         .route("/api/v1/status/tsdb", get(meta::tsdb_status))
+        .route("/api/v1/targets", get(targets::targets))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(meta::delete_series).put(meta::delete_series),
@@ -182,9 +209,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?
 }
 
-/// Counts and times one read call.
-fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiError>) {
-    let outcome = match result {
+/// Counts and times one read call and turns its result into the answer; internal errors are
+/// logged (the others are the client's business).
+fn respond(endpoint: &str, started: Instant, result: Result<ApiSuccess, ApiError>) -> Response {
+    let outcome = match &result {
         Ok(_) => "success",
         Err(e) => e.kind.as_str(),
     };
@@ -194,4 +222,13 @@ fn observe(endpoint: &str, started: Instant, result: &Result<ApiSuccess, ApiErro
     metrics::QUERY_SECONDS
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(s) => s.into_response(),
+        Err(e) => {
+            if e.kind == ErrorType::Internal {
+                tracing::warn!(endpoint, error = %e.message, "api call failed");
+            }
+            e.into_response()
+        }
+    }
 }

@@ -17,6 +17,8 @@ pub struct TsdbConfig {
     pub limits: Limits,
     /// The Prometheus-compatible HTTP API: query limits, admin switch, ingest body size.
     pub api: crate::api::ApiConfig,
+    /// Prometheus-style scrape jobs (`global`, `scrape_configs`) written into a tenant.
+    pub scrape: crate::scrape::ScrapeSection,
 }
 
 impl Default for TsdbConfig {
@@ -27,6 +29,7 @@ impl Default for TsdbConfig {
             wal: WalConfig::default(),
             limits: Limits::default(),
             api: crate::api::ApiConfig::default(),
+            scrape: crate::scrape::ScrapeSection::default(),
         }
     }
 }
@@ -128,7 +131,8 @@ impl TsdbConfig {
                 return Err(format!("tsdb.limits.{key}: must be at least 1"));
             }
         }
-        self.api.validate("tsdb.api")
+        self.api.validate("tsdb.api")?;
+        self.scrape.validate("tsdb.scrape")
     }
 
     pub(crate) fn ooo_window_ms(&self) -> i64 {

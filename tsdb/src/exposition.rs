@@ -8,6 +8,7 @@
 //! Samples keep their full metric name (`foo_bucket`, `foo_total`); metadata is keyed by the
 //! family name of its `# TYPE`/`# HELP` line, as Prometheus's metadata API reports it.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -152,7 +153,7 @@ struct Cursor<'a> {
     line_no: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn err(&self, message: impl fmt::Display) -> ParseError {
         ParseError {
             line: self.line_no,
@@ -208,7 +209,7 @@ impl Cursor<'_> {
     }
 
     /// A token up to the next blank or the end of the line.
-    fn token(&mut self) -> &str {
+    fn token(&mut self) -> &'a str {
         let start = self.pos;
         while !matches!(self.peek(), None | Some(' ' | '\t')) {
             self.pos += self.peek().map_or(1, char::len_utf8);
@@ -217,7 +218,7 @@ impl Cursor<'_> {
     }
 
     /// `[a-zA-Z_:][a-zA-Z0-9_:]*` (metric names) or without `:` (label names).
-    fn name(&mut self, colons: bool) -> Option<&str> {
+    fn name(&mut self, colons: bool) -> Option<&'a str> {
         let start = self.pos;
         let ok_first = |c: char| c.is_ascii_alphabetic() || c == '_' || (colons && c == ':');
         match self.peek() {
@@ -235,13 +236,21 @@ impl Cursor<'_> {
     }
 
     /// A double-quoted string with `\\`, `\"` and `\n` escapes; the cursor is on the quote.
-    fn quoted(&mut self) -> Result<String, ParseError> {
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.expect('"', "'\"'")?;
+        // Most strings have no escapes: borrow them from the line.
+        let start = self.pos;
+        if let Some(i) = self.line[start..].find(['"', '\\'])
+            && self.line.as_bytes()[start + i] == b'"'
+        {
+            self.pos = start + i + 1;
+            return Ok(Cow::Borrowed(&self.line[start..start + i]));
+        }
         let mut s = String::new();
         loop {
             match self.bump() {
                 None => return Err(self.err("unterminated quoted string")),
-                Some('"') => return Ok(s),
+                Some('"') => return Ok(Cow::Owned(s)),
                 Some('\\') => match self.bump() {
                     Some('\\') => s.push('\\'),
                     Some('"') => s.push('"'),
@@ -275,7 +284,7 @@ fn parse_comment(
         return Err(cur.err(format!("expected a metric name after # {keyword}")));
     }
     let family = if cur.peek() == Some('"') {
-        cur.quoted()?
+        cur.quoted()?.into_owned()
     } else {
         match cur.name(true) {
             Some(n) => n.to_string(),
@@ -341,8 +350,8 @@ fn unescape_help(s: &str) -> String {
 }
 
 fn parse_sample(cur: &mut Cursor<'_>, format: Format) -> Result<ParsedSample, ParseError> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut name: Option<String> = cur.name(true).map(str::to_string);
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+    let mut name: Option<Cow<'_, str>> = cur.name(true).map(Cow::Borrowed);
     if name.is_none() && cur.peek() != Some('{') {
         return Err(cur.err(format!("invalid metric name, found {}", cur.found())));
     }
@@ -398,7 +407,7 @@ fn parse_sample(cur: &mut Cursor<'_>, format: Format) -> Result<ParsedSample, Pa
             return Err(cur.err(format!("unexpected {} after the sample", cur.found())));
         }
     }
-    pairs.push((METRIC_NAME.to_string(), name));
+    pairs.push((Cow::Borrowed(METRIC_NAME), name));
     Ok(ParsedSample {
         labels: Labels::from_pairs(pairs),
         value,
@@ -407,10 +416,10 @@ fn parse_sample(cur: &mut Cursor<'_>, format: Format) -> Result<ParsedSample, Pa
 }
 
 /// The label list after `{`; a quoted string without `=` is the metric name (UTF-8 names).
-fn parse_labels(
-    cur: &mut Cursor<'_>,
-    name: &mut Option<String>,
-    pairs: &mut Vec<(String, String)>,
+fn parse_labels<'a>(
+    cur: &mut Cursor<'a>,
+    name: &mut Option<Cow<'a, str>>,
+    pairs: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
 ) -> Result<(), ParseError> {
     loop {
         cur.skip_blanks();
@@ -437,7 +446,7 @@ fn parse_labels(
             s
         } else {
             match cur.name(false) {
-                Some(n) => n.to_string(),
+                Some(n) => Cow::Borrowed(n),
                 None => return Err(cur.err(format!("invalid label name, found {}", cur.found()))),
             }
         };

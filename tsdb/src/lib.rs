@@ -14,6 +14,8 @@ pub mod ingest;
 pub mod labels;
 mod metrics;
 pub mod promql;
+pub mod relabel;
+pub mod scrape;
 pub mod storage;
 pub mod tenants;
 pub mod tsdb;

@@ -10,7 +10,7 @@ use std::io::Read as _;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
 use super::ApiState;
@@ -30,32 +30,10 @@ pub(super) async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header_str = |h| {
-        headers
-            .get(h)
-            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
-    };
-    let max = state.config().max_body();
-    let raw: Vec<u8> = match header_str(header::CONTENT_ENCODING).map(str::trim) {
-        None | Some("") | Some("identity") => body.to_vec(),
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::new();
-            let limit = u64::try_from(max).unwrap_or(u64::MAX) + 1;
-            match flate2::read::GzDecoder::new(&body[..])
-                .take(limit)
-                .read_to_end(&mut out)
-            {
-                Ok(_) if out.len() > max => {
-                    return text(
-                        PATH,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("decompressed body exceeds the limit of {max} bytes"),
-                    );
-                }
-                Ok(_) => out,
-                Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("gzip: {e}")),
-            }
-        }
+    let header_str = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    let gzip = match header_str(header::CONTENT_ENCODING).map(str::trim) {
+        None | Some("" | "identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(e) => {
             return text(
                 PATH,
@@ -64,10 +42,7 @@ pub(super) async fn import(
             );
         }
     };
-    let Ok(body_text) = std::str::from_utf8(&raw) else {
-        return text(PATH, StatusCode::BAD_REQUEST, "the body is not valid UTF-8");
-    };
-    let params = Params::from_request(&axum::http::Method::GET, &uri, &headers, &[]);
+    let params = Params::from_request(&Method::GET, &uri, &headers, &[]);
     let mut extra: Vec<(String, String)> = Vec::new();
     for l in params.all("extra_label") {
         match l.split_once('=') {
@@ -86,20 +61,66 @@ pub(super) async fn import(
         Err(e) => return text(PATH, StatusCode::BAD_REQUEST, e.message),
     };
     let format = Format::from_content_type(header_str(header::CONTENT_TYPE).unwrap_or(""));
-    let parsed = match exposition::parse(body_text, format) {
-        Ok(p) => p,
-        Err(e) => {
-            return text(
-                PATH,
-                StatusCode::BAD_REQUEST,
-                format!("parsing import: {e}"),
-            );
-        }
-    };
     let store = match state.inner.tenants.tenant(&tenant) {
         Ok(s) => s,
         Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    let now = now_ms();
+    let st = state.clone();
+    // Inflating and parsing a large body takes milliseconds: off the async runtime.
+    let parsed = tokio::task::spawn_blocking(move || {
+        let raw = if gzip {
+            gunzip(&body, st.config().max_body())?
+        } else {
+            body.to_vec()
+        };
+        let text = std::str::from_utf8(&raw).map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                "the body is not valid UTF-8".to_string(),
+            )
+        })?;
+        to_batch(&st, &tenant, text, format, &extra, now)
+    })
+    .await;
+    match parsed {
+        Ok(Ok(batch)) => append_and_answer(store, batch, Rejections::default(), PATH, false).await,
+        Ok(Err((status, message))) => text(PATH, status, message),
+        Err(e) => text(
+            PATH,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("parsing task failed: {e}"),
+        ),
+    }
+}
+
+fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, (StatusCode, String)> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("gzip: {e}")))?;
+    if out.len() > max {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body exceeds the limit of {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses the exposition, records its metadata and groups samples by series.
+fn to_batch(
+    state: &ApiState,
+    tenant: &str,
+    text: &str,
+    format: Format,
+    extra: &[(String, String)],
+    now: i64,
+) -> Result<Vec<SeriesSamples>, (StatusCode, String)> {
+    let parsed = exposition::parse(text, format)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("parsing import: {e}")))?;
     let meta: Vec<(String, Metadata)> = parsed
         .metadata
         .iter()
@@ -116,14 +137,13 @@ pub(super) async fn import(
         })
         .collect();
     if !meta.is_empty() {
-        state.metadata().record(&tenant, meta);
+        state.metadata().record(tenant, meta);
     }
-    let now = now_ms();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut batch: Vec<SeriesSamples> = Vec::new();
     for s in parsed.samples {
         let mut labels = s.labels;
-        for (n, v) in &extra {
+        for (n, v) in extra {
             labels = labels.with(n, v);
         }
         let sample = Sample {
@@ -144,5 +164,5 @@ pub(super) async fn import(
     for s in &mut batch {
         s.samples.sort_by_key(|p| p.t);
     }
-    append_and_answer(store, batch, Rejections::default(), PATH, false).await
+    Ok(batch)
 }

@@ -14,16 +14,8 @@ use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_match_sets, unescape
 use super::response::{
     ApiError, ApiSuccess, ErrorType, TRUNCATED_WARNING, json_string, push_labels, push_string_array,
 };
-use super::{ApiState, PROMETHEUS_COMPAT_VERSION, blocking, observe};
+use super::{ApiState, PROMETHEUS_COMPAT_VERSION, blocking, respond};
 use crate::labels::Labels;
-
-fn respond(endpoint: &str, started: Instant, r: Result<ApiSuccess, ApiError>) -> Response {
-    observe(endpoint, started, &r);
-    match r {
-        Ok(s) => s.into_response(),
-        Err(e) => e.into_response(),
-    }
-}
 
 fn string_list(items: &[String], truncated: bool) -> ApiSuccess {
     let mut out = String::new();

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration};
 use super::response::{ApiError, ApiSuccess, TRUNCATED_WARNING, json_string, render_query_data};
-use super::{ApiState, observe};
+use super::{ApiState, respond};
 use crate::metrics;
 use crate::promql::{self, QueryError, QueryOptions, QueryOutput, Value};
 
@@ -28,14 +28,6 @@ pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn respond(endpoint: &str, started: Instant, r: Result<ApiSuccess, ApiError>) -> Response {
-    observe(endpoint, started, &r);
-    match r {
-        Ok(s) => s.into_response(),
-        Err(e) => e.into_response(),
-    }
 }
 
 pub(super) async fn instant(

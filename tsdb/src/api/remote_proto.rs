@@ -2,6 +2,11 @@
 //! `io.prometheus.write.v2.Request`), declared with `prost` derives to keep `protoc` out of the
 //! build. Native histograms and exemplars are decoded only as far as needed to count them: we
 //! store neither yet, and samples must never vanish silently.
+//!
+//! Label strings and v2 symbols are `Bytes`: decoded from a `Bytes` buffer they are slices of it
+//! (no allocation per string); the receiver checks UTF-8 and interns them once per request.
+
+use bytes::Bytes;
 
 /// `prometheus.WriteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -27,10 +32,10 @@ pub struct TimeSeries {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -76,8 +81,8 @@ pub fn type_name(t: i32) -> &'static str {
 /// `io.prometheus.write.v2.Request`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RequestV2 {
-    #[prost(string, repeated, tag = "4")]
-    pub symbols: Vec<String>,
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    pub symbols: Vec<Bytes>,
     #[prost(message, repeated, tag = "5")]
     pub timeseries: Vec<TimeSeriesV2>,
 }

@@ -380,6 +380,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn values_and_timestamps_round_trip(v in proptest::num::f64::ANY, t in -(1i64 << 50)..(1i64 << 50)) {
+            let s = format_value(v);
+            let back: f64 = match s.as_str() {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                other => other.parse().unwrap(),
+            };
+            proptest::prop_assert!(back.to_bits() == v.to_bits() || (v.is_nan() && back.is_nan()));
+            proptest::prop_assert!(!s.contains('e'));
+            let mut ts = String::new();
+            push_timestamp(&mut ts, t);
+            proptest::prop_assert_eq!(crate::api::params::parse_time(&ts), Ok(t));
+        }
+    }
+
     #[test]
     fn every_error_type_has_prometheus_status() {
         let want = [

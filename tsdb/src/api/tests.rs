@@ -5,6 +5,7 @@ mod ingest;
 mod limits;
 mod query;
 mod read;
+mod throughput;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -121,8 +122,8 @@ pub(super) fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSer
         labels: labels
             .iter()
             .map(|(n, v)| Label {
-                name: n.to_string(),
-                value: v.to_string(),
+                name: n.to_string().into(),
+                value: v.to_string().into(),
             })
             .collect(),
         samples: samples

@@ -4,6 +4,7 @@
 //! samples rejected for non-retriable reasons, the accepted samples of the same request being
 //! stored; 5xx (retry) when storage fails; 415 for content types and encodings we do not speak.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use prost::Message as _;
 
 use super::metadata::Metadata;
-use super::remote_proto::{RequestV2, WriteRequest, type_name};
+use super::remote_decode::{DecodeError, decode_write_request};
+use super::remote_proto::{RequestV2, type_name};
 use super::{ApiState, blocking};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::metrics;
@@ -128,19 +130,46 @@ pub(super) async fn append_and_answer(
     response
 }
 
+/// Per-request string interning: each distinct label string of a request is checked for UTF-8
+/// and allocated once, however many series repeat it.
+#[derive(Default)]
+struct Interner<'a> {
+    strings: HashMap<&'a [u8], Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    fn get(&mut self, b: &'a [u8]) -> Result<Arc<str>, String> {
+        if let Some(s) = self.strings.get(b) {
+            return Ok(s.clone());
+        }
+        let s: Arc<str> = std::str::from_utf8(b)
+            .map_err(|_| format!("{:?} is not valid UTF-8", String::from_utf8_lossy(b)))?
+            .into();
+        self.strings.insert(b, s.clone());
+        Ok(s)
+    }
+}
+
 /// Labels of a remote-write series, or why they are invalid (as Prometheus's receiver: a
-/// metric name is required, names must be non-empty and unique).
-fn series_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Labels, String> {
-    let pairs: Vec<(&str, &str)> = pairs.collect();
-    for (i, (n, _)) in pairs.iter().enumerate() {
+/// metric name is required, names must be non-empty, unique and valid UTF-8).
+fn series_labels<'a>(
+    interner: &mut Interner<'a>,
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Labels, String> {
+    let mut out: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(pairs.size_hint().0);
+    for (n, v) in pairs {
         if n.is_empty() {
             return Err("empty label name".into());
         }
-        if pairs[..i].iter().any(|(m, _)| m == n) {
-            return Err(format!("duplicate label name {n:?}"));
+        if out.iter().any(|(m, _)| m.as_bytes() == n) {
+            return Err(format!(
+                "duplicate label name {:?}",
+                String::from_utf8_lossy(n)
+            ));
         }
+        out.push((interner.get(n)?, interner.get(v)?));
     }
-    let labels = Labels::from_pairs(pairs);
+    let labels = Labels::from_pairs(out);
     if labels.metric_name().is_none() {
         return Err("no metric name".into());
     }
@@ -208,87 +237,98 @@ pub(super) async fn remote_write(
         Ok(t) => t,
         Err(e) => return text(PATH, StatusCode::BAD_REQUEST, e.message),
     };
-    let max = state.config().max_body();
-    match snap::raw::decompress_len(&body) {
-        Ok(n) if n > max => {
-            return text(
-                PATH,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("decompressed body of {n} bytes exceeds the limit of {max} bytes"),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
-    }
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
-        Ok(r) => r,
-        Err(e) => return text(PATH, StatusCode::BAD_REQUEST, format!("snappy: {e}")),
-    };
     let store = match state.inner.tenants.tenant(&tenant) {
         Ok(s) => s,
         Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let decoded = if v2 {
-        RequestV2::decode(raw.as_slice()).map(|r| from_v2(&state, &tenant, r))
-    } else {
-        WriteRequest::decode(raw.as_slice()).map(|r| from_v1(&state, &tenant, r))
-    };
+    // Decompressing and decoding a large body takes milliseconds: off the async runtime.
+    let st = state.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode(&st, &tenant, &body, v2)).await;
     match decoded {
-        Ok((batch, pre)) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Ok(Ok((batch, pre))) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Ok(Err((status, message))) => text(PATH, status, message),
         Err(e) => text(
             PATH,
-            StatusCode::BAD_REQUEST,
-            format!("decoding protobuf: {e}"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("decoding task failed: {e}"),
         ),
     }
 }
 
-fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamples>, Rejections) {
+/// Snappy, then protobuf, then our series; metadata is recorded on the way.
+pub(super) fn decode(
+    state: &ApiState,
+    tenant: &str,
+    body: &[u8],
+    v2: bool,
+) -> Result<(Vec<SeriesSamples>, Rejections), (StatusCode, String)> {
+    let max = state.config().max_body();
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    match snap::raw::decompress_len(body) {
+        Ok(n) if n > max => {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body of {n} bytes exceeds the limit of {max} bytes"),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(bad(format!("snappy: {e}"))),
+    }
+    // Decoding from `Bytes` makes label strings slices of this buffer.
+    let raw = Bytes::from(
+        snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| bad(format!("snappy: {e}")))?,
+    );
+    if v2 {
+        RequestV2::decode(raw)
+            .map(|r| from_v2(state, tenant, r))
+            .map_err(|e| bad(format!("decoding protobuf: {e}")))
+    } else {
+        from_v1(state, tenant, &raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
+    }
+}
+
+fn from_v1(
+    state: &ApiState,
+    tenant: &str,
+    raw: &[u8],
+) -> Result<(Vec<SeriesSamples>, Rejections), DecodeError> {
     let mut pre = Rejections::default();
-    let mut batch = Vec::with_capacity(req.timeseries.len());
-    for ts in req.timeseries {
-        let labels = series_labels(
-            ts.labels
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str())),
-        );
-        let n = ts.samples.len() + ts.histograms.len();
-        let labels = match labels {
+    let mut batch = Vec::new();
+    let mut interner = Interner::default();
+    let mut exemplars = 0;
+    let metadata = decode_write_request(raw, |ts| {
+        let n = ts.samples.len() + ts.histograms;
+        exemplars += ts.exemplars;
+        let labels = match series_labels(&mut interner, ts.labels.iter().copied()) {
             Ok(l) => l,
             Err(why) => {
                 pre.add(RejectReason::InvalidLabels.as_str(), n, || {
                     format!("invalid labels {}: {why}", show(&ts.labels))
                 });
-                continue;
+                return;
             }
         };
-        pre.add("native_histogram", ts.histograms.len(), || {
+        pre.add("native_histogram", ts.histograms, || {
             format!("series {labels}: native histograms are not supported")
         });
-        if !ts.exemplars.is_empty() {
-            metrics::INGEST_REJECTED
-                .with_label_values(&["remote_write", "exemplar_not_stored"])
-                .inc_by(ts.exemplars.len() as u64);
+        if !ts.samples.is_empty() {
+            batch.push(SeriesSamples {
+                labels,
+                samples: ts.samples.clone(),
+            });
         }
-        if ts.samples.is_empty() {
-            continue;
-        }
-        batch.push(SeriesSamples {
-            labels,
-            samples: ts
-                .samples
-                .iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
-                })
-                .collect(),
-        });
+    })?;
+    if exemplars > 0 {
+        metrics::INGEST_REJECTED
+            .with_label_values(&["remote_write", "exemplar_not_stored"])
+            .inc_by(exemplars as u64);
     }
-    if !req.metadata.is_empty() {
+    if !metadata.is_empty() {
         state.metadata().record(
             tenant,
-            req.metadata.into_iter().map(|m| {
+            metadata.into_iter().map(|m| {
                 (
                     m.metric_family_name,
                     Metadata {
@@ -300,13 +340,19 @@ fn from_v1(state: &ApiState, tenant: &str, req: WriteRequest) -> (Vec<SeriesSamp
             }),
         );
     }
-    (batch, pre)
+    Ok((batch, pre))
 }
 
-fn show(labels: &[super::remote_proto::Label]) -> String {
+fn show(labels: &[(&[u8], &[u8])]) -> String {
     let parts: Vec<String> = labels
         .iter()
-        .map(|l| format!("{}={:?}", l.name, l.value))
+        .map(|(n, v)| {
+            format!(
+                "{}={:?}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            )
+        })
         .collect();
     format!("{{{}}}", parts.join(", "))
 }
@@ -315,10 +361,16 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
     let mut pre = Rejections::default();
     let mut batch = Vec::with_capacity(req.timeseries.len());
     let mut metadata = Vec::new();
-    let sym = |i: u32| req.symbols.get(i as usize).map(String::as_str);
+    let sym = |i: u32| req.symbols.get(i as usize).map(|b| &b[..]);
+    let text = |i: u32| {
+        sym(i)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut interner = Interner::default();
     for ts in &req.timeseries {
         let n = ts.samples.len() + ts.histograms.len();
-        let pairs: Option<Vec<(&str, &str)>> = if ts.labels_refs.len() % 2 == 1 {
+        let pairs: Option<Vec<(&[u8], &[u8])>> = if ts.labels_refs.len() % 2 == 1 {
             None
         } else {
             ts.labels_refs
@@ -335,11 +387,15 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
             });
             continue;
         };
-        let labels = match series_labels(pairs.iter().copied()) {
+        let labels = match series_labels(&mut interner, pairs.iter().copied()) {
             Ok(l) => l,
             Err(why) => {
                 pre.add(RejectReason::InvalidLabels.as_str(), n, || {
-                    format!("invalid labels {pairs:?}: {why}")
+                    let shown: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> = pairs
+                        .iter()
+                        .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                        .collect();
+                    format!("invalid labels {shown:?}: {why}")
                 });
                 continue;
             }
@@ -356,8 +412,8 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
                 family_of(name, kind),
                 Metadata {
                     kind: kind.to_string(),
-                    help: sym(md.help_ref).unwrap_or_default().to_string(),
-                    unit: sym(md.unit_ref).unwrap_or_default().to_string(),
+                    help: text(md.help_ref),
+                    unit: text(md.unit_ref),
                 },
             ));
         }

@@ -53,6 +53,9 @@ struct Matching {
     on: bool,
     labels: Vec<String>,
     include: Vec<String>,
+    /// The experimental `fill`/`fill_left`/`fill_right` values.
+    fill_lhs: Option<f64>,
+    fill_rhs: Option<f64>,
 }
 
 impl Matching {
@@ -80,12 +83,24 @@ impl Matching {
             None => (false, Vec::new()),
         };
         let include = card.labels().map(names).unwrap_or_default();
+        let fill = b
+            .modifier
+            .as_ref()
+            .map(|m| m.fill_values.clone())
+            .unwrap_or_default();
         Matching {
             card,
             on,
             labels,
             include,
+            fill_lhs: fill.lhs,
+            fill_rhs: fill.rhs,
         }
+    }
+
+    /// Prometheus's `MatchLabels`: the matching labels of a series (for fill samples).
+    fn match_labels(&self, l: &Labels) -> Labels {
+        self.signature(l)
     }
 
     fn signature(&self, l: &Labels) -> Labels {
@@ -120,6 +135,11 @@ impl Evaluator<'_> {
             }
             (Val::Vector(l), Val::Vector(r)) => {
                 let m = Matching::of(b);
+                if (m.fill_lhs.is_some() || m.fill_rhs.is_some()) && !self.opts.experimental {
+                    return Err(super::QueryError::BadData(
+                        "fill modifiers are experimental and not enabled".into(),
+                    ));
+                }
                 match op {
                     T_LAND => Ok(Val::Vector(and(&m, l, r))),
                     T_LOR => Ok(Val::Vector(or(&m, l, r))),
@@ -203,7 +223,9 @@ fn vector_binop(
     rhs: Vec<Sample>,
     return_bool: bool,
 ) -> EvalResult<Vec<Sample>> {
-    if lhs.is_empty() || rhs.is_empty() {
+    if (lhs.is_empty() && rhs.is_empty())
+        || ((lhs.is_empty() || rhs.is_empty()) && m.fill_lhs.is_none() && m.fill_rhs.is_none())
+    {
         return Ok(Vec::new());
     }
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
@@ -228,10 +250,101 @@ fn vector_binop(
     let mut matched_one: HashSet<Labels> = HashSet::new();
     let mut matched_many: HashMap<Labels, HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
+    let mut do_op = |ls: &Sample, rs: &Sample, sig: Labels| -> EvalResult<()> {
+        let (fl, fr) = if one_to_many {
+            (rs.v, ls.v)
+        } else {
+            (ls.v, rs.v)
+        };
+        let (mut v, keep) = scalar_op(op, fl, fr);
+        if return_bool {
+            v = if keep { 1.0 } else { 0.0 };
+        }
+        let metric = result_metric(&ls.labels, &rs.labels, op, m, one_to_one);
+        if one_to_one {
+            if !matched_one.insert(sig) {
+                return exec_err(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                );
+            }
+        } else if !matched_many.entry(sig).or_default().insert(metric.clone()) {
+            return exec_err(
+                "multiple matches for labels: grouping labels must ensure unique matches",
+            );
+        }
+        if keep || return_bool {
+            out.push(Sample {
+                labels: metric,
+                v,
+                drop_name: return_bool,
+            });
+        }
+        Ok(())
+    };
     for ls in &lhs {
         let sig = m.signature(&ls.labels);
-        let Some(rs) = right.get(&sig) else {
-            continue;
+        match right.get(&sig) {
+            Some(rs) => do_op(ls, rs, sig)?,
+            None => {
+                if let Some(fill) = m.fill_rhs {
+                    let rs = Sample {
+                        labels: m.match_labels(&ls.labels),
+                        v: fill,
+                        drop_name: false,
+                    };
+                    do_op(ls, &rs, sig)?;
+                }
+            }
+        }
+    }
+    if let Some(fill) = m.fill_lhs {
+        let mut extra = Vec::new();
+        for rs in &rhs {
+            let sig = m.signature(&rs.labels);
+            let matched = if one_to_one {
+                matched_one.contains(&sig)
+            } else {
+                matched_many.get(&sig).is_some_and(|s| !s.is_empty())
+            };
+            if !matched {
+                extra.push((rs, sig));
+            }
+        }
+        let mut rest = vector_binop_fill_lhs(
+            op,
+            m,
+            extra,
+            fill,
+            return_bool,
+            one_to_many,
+            one_to_one,
+            &mut matched_one,
+            &mut matched_many,
+        )?;
+        out.append(&mut rest);
+    }
+    Ok(out)
+}
+
+/// The `fill_left` part of [`vector_binop`]: unmatched right-hand samples against the fill.
+#[allow(clippy::too_many_arguments)]
+fn vector_binop_fill_lhs(
+    op: TokenId,
+    m: &Matching,
+    extra: Vec<(&Sample, Labels)>,
+    fill: f64,
+    return_bool: bool,
+    one_to_many: bool,
+    one_to_one: bool,
+    matched_one: &mut HashSet<Labels>,
+    matched_many: &mut HashMap<Labels, HashSet<Labels>>,
+) -> EvalResult<Vec<Sample>> {
+    let mut out = Vec::new();
+    for (rs, sig) in extra {
+        let ls = Sample {
+            labels: m.match_labels(&rs.labels),
+            v: fill,
+            drop_name: false,
         };
         let (fl, fr) = if one_to_many {
             (rs.v, ls.v)
@@ -254,14 +367,13 @@ fn vector_binop(
                 "multiple matches for labels: grouping labels must ensure unique matches",
             );
         }
-        if !keep && !return_bool {
-            continue;
+        if keep || return_bool {
+            out.push(Sample {
+                labels: metric,
+                v,
+                drop_name: return_bool,
+            });
         }
-        out.push(Sample {
-            labels: metric,
-            v,
-            drop_name: return_bool,
-        });
     }
     Ok(out)
 }

@@ -54,6 +54,13 @@ async fn remote_write_rejects_invalid_series_but_stores_the_rest() {
                 &[(1_000, 1.0)],
             ),
             series(&[("__name__", "good")], &[(1_000, 1.0)]),
+            TimeSeries {
+                labels: vec![Label {
+                    name: "__name__".into(),
+                    value: bytes::Bytes::from_static(b"bad\xff"),
+                }],
+                ..series(&[], &[(1_000, 1.0)])
+            },
         ],
         vec![],
     );
@@ -160,15 +167,17 @@ async fn remote_write_body_limit() {
 async fn remote_write_v2_with_symbols_and_metadata() {
     let app = app();
     let req = RequestV2 {
-        symbols: vec![
-            String::new(),
-            "__name__".into(),
-            "rpc_seconds_count".into(),
-            "job".into(),
-            "svc".into(),
-            "RPC latency.".into(),
-            "seconds".into(),
-        ],
+        symbols: [
+            "",
+            "__name__",
+            "rpc_seconds_count",
+            "job",
+            "svc",
+            "RPC latency.",
+            "seconds",
+        ]
+        .map(|s: &'static str| bytes::Bytes::from_static(s.as_bytes()))
+        .to_vec(),
         timeseries: vec![
             TimeSeriesV2 {
                 labels_refs: vec![1, 2, 3, 4],

@@ -1,0 +1,293 @@
+//! A hand-written decoder of remote_write 1.0's `WriteRequest`, the hot path of ingest.
+//!
+//! `prost` decodes every label into its own `String`/`Bytes` and every series into its own
+//! vectors: about 2 µs per series of 9 labels here. This decoder walks the wire format once,
+//! borrows label strings from the buffer and hands each series to a callback with reused scratch
+//! space, as VictoriaMetrics does with its own protobuf parser. Metadata (rare, small) still goes
+//! through `prost`. Checked against `prost` by a property test.
+
+use prost::Message as _;
+
+use super::remote_proto::MetricMetadata;
+use crate::storage::Sample;
+
+/// Why a body is not a valid `WriteRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated message")]
+    Truncated,
+    #[error("invalid varint")]
+    Varint,
+    #[error("invalid field key {0}")]
+    Key(u64),
+    #[error("field {field} has wire type {wire}, expected {expected}")]
+    WireType { field: u32, wire: u8, expected: u8 },
+    #[error("metadata: {0}")]
+    Metadata(String),
+}
+
+/// One field of a message.
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Len(&'a [u8]),
+    Fixed32,
+}
+
+impl Field<'_> {
+    fn wire(&self) -> u8 {
+        match self {
+            Field::Varint(_) => 0,
+            Field::Fixed64(_) => 1,
+            Field::Len(_) => 2,
+            Field::Fixed32 => 5,
+        }
+    }
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or(DecodeError::Truncated)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(DecodeError::Varint)
+}
+
+/// Calls `f` with every field of the message in `buf`.
+fn fields<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(u32, Field<'a>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let key = varint(buf, &mut pos)?;
+        let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Key(key))?;
+        if field == 0 {
+            return Err(DecodeError::Key(key));
+        }
+        let value = match key & 7 {
+            0 => Field::Varint(varint(buf, &mut pos)?),
+            1 => {
+                let b = buf.get(pos..pos + 8).ok_or(DecodeError::Truncated)?;
+                pos += 8;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Field::Fixed64(u64::from_le_bytes(a))
+            }
+            2 => {
+                let len =
+                    usize::try_from(varint(buf, &mut pos)?).map_err(|_| DecodeError::Truncated)?;
+                let end = pos.checked_add(len).ok_or(DecodeError::Truncated)?;
+                let b = buf.get(pos..end).ok_or(DecodeError::Truncated)?;
+                pos = end;
+                Field::Len(b)
+            }
+            5 => {
+                buf.get(pos..pos + 4).ok_or(DecodeError::Truncated)?;
+                pos += 4;
+                Field::Fixed32
+            }
+            _ => return Err(DecodeError::Key(key)),
+        };
+        f(field, value)?;
+    }
+    Ok(())
+}
+
+fn expect_len<'a>(field: u32, v: Field<'a>) -> Result<&'a [u8], DecodeError> {
+    match v {
+        Field::Len(b) => Ok(b),
+        other => Err(DecodeError::WireType {
+            field,
+            wire: other.wire(),
+            expected: 2,
+        }),
+    }
+}
+
+/// One decoded series: label pairs as raw bytes (UTF-8 unchecked), samples, and how many
+/// exemplars and native histograms it carried.
+#[derive(Debug, Default)]
+pub struct SeriesRef<'a> {
+    pub labels: Vec<(&'a [u8], &'a [u8])>,
+    pub samples: Vec<Sample>,
+    pub exemplars: usize,
+    pub histograms: usize,
+}
+
+/// Decodes a `prometheus.WriteRequest`, calling `on_series` for each series (the argument is
+/// reused between calls) and returning the metadata.
+pub fn decode_write_request<'a>(
+    buf: &'a [u8],
+    mut on_series: impl FnMut(&SeriesRef<'a>),
+) -> Result<Vec<MetricMetadata>, DecodeError> {
+    let mut metadata = Vec::new();
+    let mut s = SeriesRef::default();
+    fields(buf, |field, v| {
+        match field {
+            1 => {
+                let ts = expect_len(field, v)?;
+                s.labels.clear();
+                s.samples.clear();
+                s.exemplars = 0;
+                s.histograms = 0;
+                decode_series(ts, &mut s)?;
+                on_series(&s);
+            }
+            3 => {
+                let m = expect_len(field, v)?;
+                metadata.push(
+                    MetricMetadata::decode(m).map_err(|e| DecodeError::Metadata(e.to_string()))?,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(metadata)
+}
+
+fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeError> {
+    fields(buf, |field, v| {
+        match field {
+            1 => {
+                let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+                fields(expect_len(field, v)?, |f, v| {
+                    match f {
+                        1 => name = expect_len(f, v)?,
+                        2 => value = expect_len(f, v)?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                s.labels.push((name, value));
+            }
+            2 => {
+                let mut sample = Sample { t: 0, v: 0.0 };
+                fields(expect_len(field, v)?, |f, v| {
+                    match (f, v) {
+                        (1, Field::Fixed64(bits)) => sample.v = f64::from_bits(bits),
+                        (2, Field::Varint(t)) => sample.t = t as i64,
+                        (1 | 2, other) => {
+                            return Err(DecodeError::WireType {
+                                field: f,
+                                wire: other.wire(),
+                                expected: if f == 1 { 1 } else { 0 },
+                            });
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                s.samples.push(sample);
+            }
+            3 => {
+                expect_len(field, v)?;
+                s.exemplars += 1;
+            }
+            4 => {
+                expect_len(field, v)?;
+                s.histograms += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::remote_proto::{self, Opaque, TimeSeries, WriteRequest};
+
+    fn label() -> impl Strategy<Value = remote_proto::Label> {
+        ("[a-z_]{0,6}", "\\PC{0,6}").prop_map(|(n, v)| remote_proto::Label {
+            name: Bytes::from(n),
+            value: Bytes::from(v),
+        })
+    }
+
+    fn series() -> impl Strategy<Value = TimeSeries> {
+        (
+            prop::collection::vec(label(), 0..5),
+            prop::collection::vec((any::<i64>(), any::<f64>()), 0..4),
+            0usize..2,
+            0usize..2,
+        )
+            .prop_map(|(labels, samples, e, h)| TimeSeries {
+                labels,
+                samples: samples
+                    .into_iter()
+                    .map(|(timestamp, value)| remote_proto::Sample { value, timestamp })
+                    .collect(),
+                exemplars: vec![Opaque {}; e],
+                histograms: vec![Opaque {}; h],
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_prost(ts in prop::collection::vec(series(), 0..5), md in 0usize..2) {
+            let req = WriteRequest {
+                timeseries: ts,
+                metadata: vec![MetricMetadata {
+                    r#type: 2,
+                    metric_family_name: "m".into(),
+                    help: "h".into(),
+                    unit: String::new(),
+                }; md],
+            };
+            let buf = req.encode_to_vec();
+            let mut got = Vec::new();
+            let meta = decode_write_request(&buf, |s| {
+                got.push((
+                    s.labels.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>(),
+                    s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect::<Vec<_>>(),
+                    s.exemplars,
+                    s.histograms,
+                ));
+            }).unwrap();
+            // Against what prost reads back (proto3 drops -0.0 like any zero).
+            let back = WriteRequest::decode(&buf[..]).unwrap();
+            let want: Vec<_> = back.timeseries.iter().map(|t| (
+                t.labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect::<Vec<_>>(),
+                t.samples.iter().map(|p| (p.timestamp, p.value.to_bits())).collect::<Vec<_>>(),
+                t.exemplars.len(),
+                t.histograms.len(),
+            )).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(meta, back.metadata);
+        }
+
+        #[test]
+        fn garbage_never_panics(buf in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_write_request(&buf, |_| {});
+        }
+    }
+
+    #[test]
+    fn truncated_and_bad_wire_types_are_errors() {
+        assert_eq!(
+            decode_write_request(&[0x0a, 0x05, 0x0a], |_| {}),
+            Err(DecodeError::Truncated)
+        );
+        // Field 1 as a varint.
+        assert!(matches!(
+            decode_write_request(&[0x08, 0x01], |_| {}),
+            Err(DecodeError::WireType { field: 1, .. })
+        ));
+        assert_eq!(
+            decode_write_request(&[0x0f], |_| {}),
+            Err(DecodeError::Key(15))
+        );
+        assert_eq!(decode_write_request(&[], |_| {}), Ok(vec![]));
+    }
+}
