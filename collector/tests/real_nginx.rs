@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,107 +14,9 @@ use collector::MemorySink;
 use collector::accesslog::{
     AccessLog, AccessLogConfig, AccessLogSource, MemoryLogsSink, ParserConfig,
 };
+use tests::nginx::Nginx;
 
 const FORMAT: &str = r#"$remote_addr - [$time_local] $host "$request" $status $body_bytes_sent $request_time "$upstream_addr" $request_id "$http_traceparent""#;
-
-fn nginx_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NGINX") {
-        return PathBuf::from(p);
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect())
-        .unwrap_or_default();
-    candidates.push(PathBuf::from("/usr/sbin/nginx"));
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("nginx is not installed: `apt-get install -y nginx` (scripts/test does it)")
-}
-
-struct Nginx {
-    child: Child,
-    prefix: PathBuf,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(prefix: &Path) -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for d in ["conf", "logs", "tmp"] {
-            std::fs::create_dir_all(prefix.join(d)).unwrap();
-        }
-        let p = prefix.display();
-        let conf = format!(
-            r#"worker_processes 2;
-pid {p}/nginx.pid;
-error_log {p}/logs/error.log notice;
-events {{ worker_connections 256; }}
-http {{
-    client_body_temp_path {p}/tmp/body;
-    proxy_temp_path {p}/tmp/proxy;
-    fastcgi_temp_path {p}/tmp/fastcgi;
-    uwsgi_temp_path {p}/tmp/uwsgi;
-    scgi_temp_path {p}/tmp/scgi;
-    log_format sextant '{FORMAT}';
-    access_log {p}/logs/access.log sextant;
-    server {{
-        listen 127.0.0.1:{port};
-        server_name shop.test;
-        location = /status {{ stub_status; access_log off; }}
-        location / {{ return 200 "ok\n"; }}
-    }}
-}}
-"#
-        );
-        std::fs::write(prefix.join("conf/nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(prefix)
-            .args(["-c", "conf/nginx.conf", "-g", "daemon off;"])
-            .spawn()
-            .expect("starting nginx");
-        let n = Nginx {
-            child,
-            prefix: prefix.to_owned(),
-            port,
-        };
-        // Bounded wait until it answers.
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return n;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nginx did not start: {}", n.error_log());
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(&self.prefix)
-            .args(["-c", "conf/nginx.conf", "-s", "stop"])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn trace_id(i: usize) -> String {
     format!(
@@ -128,7 +29,7 @@ fn trace_id(i: usize) -> String {
 async fn nginx_lines_once_and_red_count_exact_across_two_rotations() {
     const N: usize = 3000;
     let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("nginx"));
+    let nginx = Nginx::start(&dir.path().join("nginx"), FORMAT).unwrap();
     let logs_dir = dir.path().join("nginx/logs");
     let log = logs_dir.join("access.log");
 
@@ -153,52 +54,28 @@ async fn nginx_lines_once_and_red_count_exact_across_two_rotations() {
     // The client: N sequential keep-alive requests; the log is renamed and reopened at N/3 and
     // 2N/3 while requests keep coming.
     let port = nginx.port;
-    let prefix = nginx.prefix.clone();
-    let logs_dir2 = logs_dir.clone();
-    let client = tokio::task::spawn_blocking(move || {
-        let http = reqwest::blocking::Client::new();
-        for i in 0..N {
-            if i == N / 3 || i == 2 * N / 3 {
-                let n = if i == N / 3 { 1 } else { 2 };
-                if n == 2 {
-                    std::fs::rename(
-                        logs_dir2.join("access.log.1"),
-                        logs_dir2.join("access.log.2"),
-                    )
-                    .unwrap();
+    let nginx = Arc::new(nginx);
+    let client = {
+        let nginx = nginx.clone();
+        tokio::task::spawn_blocking(move || {
+            let http = reqwest::blocking::Client::new();
+            for i in 0..N {
+                if i == N / 3 || i == 2 * N / 3 {
+                    nginx.rotate().unwrap();
                 }
-                std::fs::rename(logs_dir2.join("access.log"), logs_dir2.join("access.log.1"))
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/item/{i}"))
+                    .header(
+                        "traceparent",
+                        format!("00-{}-00f067aa0ba902b7-01", trace_id(i)),
+                    )
+                    .send()
                     .unwrap();
-                let status = Command::new(nginx_bin())
-                    .arg("-p")
-                    .arg(&prefix)
-                    .args(["-c", "conf/nginx.conf", "-s", "reopen"])
-                    .status()
-                    .unwrap();
-                assert!(status.success());
+                assert_eq!(r.status().as_u16(), 200);
             }
-            let r = http
-                .get(format!("http://127.0.0.1:{port}/item/{i}"))
-                .header(
-                    "traceparent",
-                    format!("00-{}-00f067aa0ba902b7-01", trace_id(i)),
-                )
-                .send()
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-        }
-        let status = http
-            .get(format!("http://127.0.0.1:{port}/status"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        // "Active connections: 1 \nserver accepts handled requests\n 5 5 3001 \n…": the status
-        // request itself is counted and not logged.
-        let counts = status.lines().nth(2).unwrap().to_owned();
-        let requests: u64 = counts.split_whitespace().nth(2).unwrap().parse().unwrap();
-        requests - 1
-    });
+            nginx.requests_handled().unwrap()
+        })
+    };
     let nginx_count = client.await.unwrap();
     assert_eq!(nginx_count, N as u64);
 

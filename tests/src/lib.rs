@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod nginx;
 pub mod peers;
 pub mod procstat;
 pub mod remote_write;
