@@ -268,3 +268,6 @@ pub fn range_query_expr(
         infos: ev.infos,
     })
 }
+
+#[cfg(test)]
+mod tests;
