@@ -9,6 +9,7 @@ mod binary;
 mod eval;
 mod functions;
 mod heap;
+mod literals;
 pub mod value;
 
 use std::collections::{BTreeMap, HashSet};
@@ -88,8 +89,21 @@ pub enum QueryError {
 /// Subquery step when none is given (Prometheus's default evaluation interval).
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
-fn parse(expr: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(expr).map_err(QueryError::BadData)
+/// A parsed query: the `promql-parser` AST (which callers may rewrite, e.g. to add `@`
+/// modifiers) and what the AST cannot hold about the query text.
+#[derive(Clone, Debug)]
+pub struct ParsedQuery {
+    pub expr: Expr,
+    /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
+    invalid_utf8: Vec<(String, String)>,
+}
+
+/// Parses a query; syntax errors are [`QueryError::BadData`].
+pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
+    Ok(ParsedQuery {
+        expr: promql_parser::parser::parse(text).map_err(QueryError::BadData)?,
+        invalid_utf8: literals::invalid_utf8_literals(text),
+    })
 }
 
 /// Evaluates `expr` at `t` (milliseconds since the epoch).
@@ -99,7 +113,7 @@ pub fn instant_query(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    instant_query_expr(q, &parse(expr)?, t, opts)
+    instant_query_parsed(q, &parse_query(expr)?, t, opts)
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -112,7 +126,7 @@ pub fn range_query(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    range_query_expr(q, &parse(expr)?, start, end, step, opts)
+    range_query_parsed(q, &parse_query(expr)?, start, end, step, opts)
 }
 
 /// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
@@ -140,15 +154,17 @@ fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     Ok(out)
 }
 
-/// [`instant_query`] on an already parsed expression.
-pub fn instant_query_expr(
+/// [`instant_query`] on a parsed query.
+pub fn instant_query_parsed(
     q: &dyn Queryable,
-    expr: &Expr,
+    p: &ParsedQuery,
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let mut ev =
-        Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    let expr = &p.expr;
+    let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS)
+        .with_text(expr.to_string())
+        .with_invalid_utf8(p.invalid_utf8.clone());
     ev.plan(expr, t, t);
     ev.check_done()?;
     let value = match ev.eval(expr, t)? {
@@ -190,15 +206,16 @@ pub fn instant_query_expr(
     })
 }
 
-/// [`range_query`] on an already parsed expression.
-pub fn range_query_expr(
+/// [`range_query`] on a parsed query.
+pub fn range_query_parsed(
     q: &dyn Queryable,
-    expr: &Expr,
+    p: &ParsedQuery,
     start: i64,
     end: i64,
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    let expr = &p.expr;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
         ValueType::Matrix => {
@@ -222,8 +239,9 @@ pub fn range_query_expr(
             "end timestamp must not be before start time".into(),
         ));
     }
-    let mut ev =
-        Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    let mut ev = Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS)
+        .with_text(expr.to_string())
+        .with_invalid_utf8(p.invalid_utf8.clone());
     ev.step = step;
     ev.plan(expr, start, end);
     let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();

@@ -107,8 +107,8 @@ impl Evaluator<'_> {
                 Some(Val::Str(s)) => s,
                 _ => return exec_err("count_values needs a string parameter"),
             };
-            if label.is_empty() {
-                return exec_err(format!("invalid label name {label:?}"));
+            if !self.valid_label_name(&label) {
+                return exec_err(format!("invalid label name {}", self.quoted(&label)));
             }
             let input = self.eval_vector(&a.expr, t)?;
             let mut names = names;

@@ -91,9 +91,29 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) sort_warned: bool,
     /// The range query's step (0 for instant queries), for `step()`.
     pub(crate) step: i64,
+    /// String literals Prometheus would read as invalid UTF-8: (decoded value, literal).
+    invalid_utf8: Vec<(String, String)>,
 }
 
 impl<'a> Evaluator<'a> {
+    pub(crate) fn with_invalid_utf8(mut self, v: Vec<(String, String)>) -> Evaluator<'a> {
+        self.invalid_utf8 = v;
+        self
+    }
+
+    /// Whether `name` is a valid label name as Prometheus 3 checks it (non-empty UTF-8).
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
+        !name.is_empty() && !self.invalid_utf8.iter().any(|(d, _)| d == name)
+    }
+
+    /// How Prometheus prints a string literal with this value in an error.
+    pub(crate) fn quoted(&self, s: &str) -> String {
+        match self.invalid_utf8.iter().find(|(d, _)| d == s) {
+            Some((_, raw)) => raw.clone(),
+            None => format!("{s:?}"),
+        }
+    }
+
     pub(crate) fn with_text(mut self, text: String) -> Evaluator<'a> {
         self.text = text;
         self
@@ -122,6 +142,7 @@ impl<'a> Evaluator<'a> {
             text: String::new(),
             sort_warned: false,
             step: 0,
+            invalid_utf8: Vec::new(),
         }
     }
 

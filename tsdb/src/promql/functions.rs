@@ -447,7 +447,7 @@ impl Evaluator<'_> {
                 "invalid regular expression in label_replace(): {re_src}"
             ))
         })?;
-        if dst.is_empty() {
+        if !self.valid_label_name(dst) {
             return exec_err(format!(
                 "invalid destination label name in label_replace(): {dst}"
             ));
@@ -474,12 +474,12 @@ impl Evaluator<'_> {
         let mut srcs = Vec::new();
         for a in &args[3..] {
             let s = string_arg(a)?;
-            if s.is_empty() {
+            if !self.valid_label_name(s) {
                 return exec_err(format!("invalid source label name in label_join(): {s}"));
             }
             srcs.push(s.to_string());
         }
-        if dst.is_empty() {
+        if !self.valid_label_name(dst) {
             return exec_err(format!(
                 "invalid destination label name in label_join(): {dst}"
             ));
