@@ -12,7 +12,7 @@ mod heap;
 mod literals;
 pub mod value;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -244,24 +244,54 @@ pub fn range_query_parsed(
         .with_invalid_utf8(p.invalid_utf8.clone());
     ev.step = step;
     ev.plan(expr, start, end);
-    let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
+    // One hash lookup per output sample: the index finds the series, and the step a series
+    // last got a sample at detects duplicate label sets within a step.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<(SeriesSamples, i64)> = Vec::new();
     let mut total = 0usize;
     let mut t = start;
+    let mut push = |labels: Labels, t: i64, v: f64| -> Result<(), QueryError> {
+        let i = match index.get(&labels) {
+            Some(i) => *i,
+            None => {
+                index.insert(labels.clone(), series.len());
+                series.push((
+                    SeriesSamples {
+                        labels,
+                        samples: Vec::new(),
+                    },
+                    i64::MIN,
+                ));
+                series.len() - 1
+            }
+        };
+        let (s, last) = &mut series[i];
+        if *last == t {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        *last = t;
+        s.samples.push(Sample2 { t, v });
+        Ok(())
+    };
     while t <= end {
         ev.check_done()?;
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                series
-                    .entry(Labels::empty())
-                    .or_default()
-                    .push(Sample2 { t, v });
+                push(Labels::empty(), t, v)?;
                 total += 1;
             }
             Val::Vector(v) => {
-                for (labels, v) in finish_vector(v)? {
-                    series.entry(labels).or_default().push(Sample2 { t, v });
-                    total += 1;
+                total += v.len();
+                for s in v {
+                    let labels = if s.drop_name {
+                        s.labels.without(is_metadata_label)
+                    } else {
+                        s.labels
+                    };
+                    push(labels, t, s.v)?;
                 }
             }
             _ => {
@@ -275,13 +305,11 @@ pub fn range_query_parsed(
         }
         t += step;
     }
+    drop(push);
+    let mut out: Vec<SeriesSamples> = series.into_iter().map(|(s, _)| s).collect();
+    out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     Ok(QueryOutput {
-        value: Value::Matrix(
-            series
-                .into_iter()
-                .map(|(labels, samples)| SeriesSamples { labels, samples })
-                .collect(),
-        ),
+        value: Value::Matrix(out),
         warnings: ev.warnings,
         infos: ev.infos,
     })

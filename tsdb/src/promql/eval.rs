@@ -420,6 +420,7 @@ impl<'a> Evaluator<'a> {
         let mut it = first;
         let mut n = 0;
         while it <= ts {
+            self.check_done()?;
             let k = (key(sq), it);
             let v = match self.subquery_cache.get(&k) {
                 Some(v) => v.clone(),
