@@ -142,7 +142,7 @@ fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
         let l = if s.drop_name {
             s.labels.without(is_metadata_label)
         } else {
-            s.labels
+            Arc::unwrap_or_clone(s.labels)
         };
         if !seen.insert(l.clone()) {
             return Err(QueryError::Execution(
@@ -183,7 +183,7 @@ pub fn instant_query_parsed(
                 let labels = if s.drop_name {
                     s.labels.without(is_metadata_label)
                 } else {
-                    s.labels
+                    Arc::unwrap_or_clone(s.labels)
                 };
                 if !seen.insert(labels.clone()) {
                     return Err(QueryError::Execution(
@@ -246,33 +246,40 @@ pub fn range_query_parsed(
     ev.plan(expr, start, end);
     // One hash lookup per output sample: the index finds the series, and the step a series
     // last got a sample at detects duplicate label sets within a step.
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut series: Vec<(SeriesSamples, i64)> = Vec::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    // Most series keep the same shared label set from step to step: find them by address
+    // first (a miss falls back to the label contents).
+    let mut by_ptr: HashMap<usize, usize> = HashMap::new();
+    let mut series: Vec<(Arc<Labels>, Vec<Sample2>, i64)> = Vec::new();
     let mut total = 0usize;
     let mut t = start;
-    let mut push = |labels: Labels, t: i64, v: f64| -> Result<(), QueryError> {
-        let i = match index.get(&labels) {
-            Some(i) => *i,
-            None => {
-                index.insert(labels.clone(), series.len());
-                series.push((
-                    SeriesSamples {
-                        labels,
-                        samples: Vec::new(),
-                    },
-                    i64::MIN,
-                ));
-                series.len() - 1
+    let mut push = |labels: Arc<Labels>, t: i64, v: f64| -> Result<(), QueryError> {
+        let ptr = Arc::as_ptr(&labels) as usize;
+        let i = match by_ptr.get(&ptr) {
+            Some(i) if Arc::ptr_eq(&series[*i].0, &labels) => *i,
+            _ => {
+                let i = match index.get(&labels) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(labels.clone(), series.len());
+                        series.push((labels.clone(), Vec::new(), i64::MIN));
+                        series.len() - 1
+                    }
+                };
+                if Arc::ptr_eq(&series[i].0, &labels) {
+                    by_ptr.insert(ptr, i);
+                }
+                i
             }
         };
-        let (s, last) = &mut series[i];
+        let (_, samples, last) = &mut series[i];
         if *last == t {
             return Err(QueryError::Execution(
                 "vector cannot contain metrics with the same labelset".into(),
             ));
         }
         *last = t;
-        s.samples.push(Sample2 { t, v });
+        samples.push(Sample2 { t, v });
         Ok(())
     };
     while t <= end {
@@ -280,17 +287,18 @@ pub fn range_query_parsed(
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                push(Labels::empty(), t, v)?;
+                push(Arc::new(Labels::empty()), t, v)?;
                 total += 1;
             }
             Val::Vector(v) => {
                 total += v.len();
                 for s in v {
-                    let labels = if s.drop_name {
-                        s.labels.without(is_metadata_label)
-                    } else {
-                        s.labels
-                    };
+                    let labels =
+                        if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
+                            Arc::new(s.labels.without(is_metadata_label))
+                        } else {
+                            s.labels
+                        };
                     push(labels, t, s.v)?;
                 }
             }
@@ -306,7 +314,13 @@ pub fn range_query_parsed(
         t += step;
     }
     drop(push);
-    let mut out: Vec<SeriesSamples> = series.into_iter().map(|(s, _)| s).collect();
+    let mut out: Vec<SeriesSamples> = series
+        .into_iter()
+        .map(|(labels, samples, _)| SeriesSamples {
+            labels: Arc::unwrap_or_clone(labels),
+            samples,
+        })
+        .collect();
     out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     Ok(QueryOutput {
         value: Value::Matrix(out),

@@ -132,7 +132,7 @@ impl Evaluator<'_> {
                     .map(|l| {
                         let v = counts[&l];
                         Sample {
-                            labels: l,
+                            labels: l.into(),
                             v,
                             drop_name: false,
                         }
@@ -337,7 +337,7 @@ impl Evaluator<'_> {
                 _ => g.value,
             };
             out.push(Sample {
-                labels: g.labels,
+                labels: g.labels.into(),
                 v,
                 drop_name: g.drop_name,
             });
