@@ -313,7 +313,6 @@ pub fn range_query_parsed(
         }
         t += step;
     }
-    drop(push);
     let mut out: Vec<SeriesSamples> = series
         .into_iter()
         .map(|(labels, samples, _)| SeriesSamples {
