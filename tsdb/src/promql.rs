@@ -192,7 +192,7 @@ pub fn instant_query_parsed(
                 }
                 out.push(SeriesSamples {
                     labels,
-                    samples: s.points,
+                    samples: s.points.to_vec(),
                 });
             }
             out.sort_by(|a, b| a.labels.cmp(&b.labels));

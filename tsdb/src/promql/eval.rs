@@ -29,8 +29,37 @@ pub(crate) struct Sample {
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
     pub(crate) labels: Arc<Labels>,
-    pub(crate) points: Vec<Point>,
+    pub(crate) points: Points,
     pub(crate) drop_name: bool,
+}
+
+/// The samples of a range-vector series: a window into a selector's series (no copy) or
+/// owned (subqueries).
+#[derive(Clone, Debug)]
+pub(crate) enum Points {
+    Owned(Vec<Point>),
+    Window {
+        store: Arc<Vec<Stored>>,
+        series: usize,
+        lo: usize,
+        hi: usize,
+    },
+}
+
+impl std::ops::Deref for Points {
+    type Target = [Point];
+
+    fn deref(&self) -> &[Point] {
+        match self {
+            Points::Owned(v) => v,
+            Points::Window {
+                store,
+                series,
+                lo,
+                hi,
+            } => &store[*series].floats()[*lo..*hi],
+        }
+    }
 }
 
 /// A value during evaluation.
@@ -43,9 +72,19 @@ pub(crate) enum Val {
 }
 
 /// A selected series as the evaluator keeps it for the whole query.
+#[derive(Debug)]
 pub(crate) struct Stored {
     labels: Arc<Labels>,
     samples: Vec<Point>,
+    /// `samples` without staleness markers, when it has any (range windows skip them).
+    no_stale: Option<Vec<Point>>,
+}
+
+impl Stored {
+    /// The samples range windows see.
+    fn floats(&self) -> &[Point] {
+        self.no_stale.as_deref().unwrap_or(&self.samples)
+    }
 }
 
 pub(crate) type EvalResult<T> = Result<T, QueryError>;
@@ -312,9 +351,19 @@ impl<'a> Evaluator<'a> {
         }
         let v = Arc::new(
             out.into_values()
-                .map(|s| Stored {
-                    labels: Arc::new(s.labels),
-                    samples: s.samples,
+                .map(|s| {
+                    let no_stale = s.samples.iter().any(|p| is_stale_nan(p.v)).then(|| {
+                        s.samples
+                            .iter()
+                            .filter(|p| !is_stale_nan(p.v))
+                            .copied()
+                            .collect()
+                    });
+                    Stored {
+                        labels: Arc::new(s.labels),
+                        samples: s.samples,
+                        no_stale,
+                    }
                 })
                 .collect::<Vec<_>>(),
         );
@@ -394,21 +443,22 @@ impl<'a> Evaluator<'a> {
         let series = self.series_of(vs)?;
         let mut out = Vec::new();
         let mut n = 0;
-        for s in series.iter() {
-            let lo = s.samples.partition_point(|p| p.t <= ts - range);
-            let hi = s.samples.partition_point(|p| p.t <= ts);
-            let points: Vec<Point> = s.samples[lo..hi]
-                .iter()
-                .filter(|p| !is_stale_nan(p.v))
-                .copied()
-                .collect();
-            if points.is_empty() {
+        for (i, s) in series.iter().enumerate() {
+            let floats = s.floats();
+            let lo = floats.partition_point(|p| p.t <= ts - range);
+            let hi = floats.partition_point(|p| p.t <= ts);
+            if lo == hi {
                 continue;
             }
-            n += points.len();
+            n += hi - lo;
             out.push(Series {
                 labels: s.labels.clone(),
-                points,
+                points: Points::Window {
+                    store: series.clone(),
+                    series: i,
+                    lo,
+                    hi,
+                },
                 drop_name: false,
             });
         }
@@ -430,7 +480,7 @@ impl<'a> Evaluator<'a> {
         if first <= lo {
             first += step;
         }
-        let mut by_labels: BTreeMap<Arc<Labels>, Series> = BTreeMap::new();
+        let mut by_labels: BTreeMap<Arc<Labels>, (Vec<Point>, bool)> = BTreeMap::new();
         let mut it = first;
         let mut n = 0;
         while it <= ts {
@@ -449,24 +499,18 @@ impl<'a> Evaluator<'a> {
                     n += 1;
                     by_labels
                         .entry(Arc::new(Labels::empty()))
-                        .or_insert_with(|| Series {
-                            labels: Labels::empty().into(),
-                            points: Vec::new(),
-                            drop_name: false,
-                        })
-                        .points
+                        .or_insert_with(|| (Vec::new(), false))
+                        .0
                         .push(Point { t: it, v: f });
                 }
                 Val::Vector(vec) => {
                     for s in vec {
                         n += 1;
-                        let e = by_labels.entry(s.labels.clone()).or_insert_with(|| Series {
-                            labels: s.labels,
-                            points: Vec::new(),
-                            drop_name: s.drop_name,
-                        });
-                        e.drop_name |= s.drop_name;
-                        e.points.push(Point { t: it, v: s.v });
+                        let e = by_labels
+                            .entry(s.labels)
+                            .or_insert_with(|| (Vec::new(), false));
+                        e.1 |= s.drop_name;
+                        e.0.push(Point { t: it, v: s.v });
                     }
                 }
                 _ => return exec_err("subquery over a non-instant expression"),
@@ -474,7 +518,14 @@ impl<'a> Evaluator<'a> {
             it += step;
         }
         self.add_samples(n)?;
-        Ok(by_labels.into_values().collect())
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, (points, drop_name))| Series {
+                labels,
+                points: Points::Owned(points),
+                drop_name,
+            })
+            .collect())
     }
 
     /// Evaluates `e` at time `t`.
