@@ -1,34 +1,40 @@
 //! The parser of Prometheus's PromQL test-script language (`promql/promqltest/test.go` upstream):
 //! `load`, `clear` and `eval` commands with their `expect` lines and expanding series notation.
 
-use std::sync::LazyLock;
-
 use anyhow::{Context, Result, anyhow, bail};
 use promql_parser::parser::Expr;
 use regex::Regex;
 use tsdb::labels::Labels;
 use tsdb::storage::stale_nan;
 
-static PAT_LOAD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^load(?:_(with_nhcb))?\s+(.+?)$").expect("static regex"));
-static PAT_EVAL_INSTANT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$")
-        .expect("static regex")
-});
-static PAT_EVAL_RANGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
-    )
-    .expect("static regex")
-});
-static PAT_EXPECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$")
-        .expect("static regex")
-});
-static PAT_EXPECT_RANGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^expect range vector\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$")
-        .expect("static regex")
-});
+/// Upstream's command patterns (`promqltest/test.go`).
+struct Patterns {
+    load: Regex,
+    eval_instant: Regex,
+    eval_range: Regex,
+    expect: Regex,
+    expect_range: Regex,
+}
+
+impl Patterns {
+    fn new() -> Result<Patterns> {
+        Ok(Patterns {
+            load: Regex::new(r"^load(?:_(with_nhcb))?\s+(.+?)$")?,
+            eval_instant: Regex::new(
+                r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$",
+            )?,
+            eval_range: Regex::new(
+                r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
+            )?,
+            expect: Regex::new(
+                r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$",
+            )?,
+            expect_range: Regex::new(
+                r"^expect range vector\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$",
+            )?,
+        })
+    }
+}
 
 /// One value of a series description.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +114,7 @@ pub enum Command {
 
 /// Parses a whole script. Errors name the 1-based line.
 pub fn parse_script(input: &str) -> Result<Vec<(usize, Command)>> {
+    let pat = Patterns::new()?;
     let lines: Vec<String> = input
         .split('\n')
         .map(|l| {
@@ -138,12 +145,12 @@ pub fn parse_script(input: &str) -> Result<Vec<(usize, Command)>> {
             i += 1;
         } else if word.starts_with("load") {
             let (next, cmd) =
-                parse_load(&lines, i).with_context(|| format!("line {}", start + 1))?;
+                parse_load(&pat, &lines, i).with_context(|| format!("line {}", start + 1))?;
             cmds.push((start + 1, Command::Load(cmd)));
             i = next;
         } else if word.starts_with("eval") {
             let (next, cmd) =
-                parse_eval(&lines, i).with_context(|| format!("line {}", start + 1))?;
+                parse_eval(&pat, &lines, i).with_context(|| format!("line {}", start + 1))?;
             cmds.push((start + 1, Command::Eval(Box::new(cmd))));
             i = next;
         } else {
@@ -153,8 +160,9 @@ pub fn parse_script(input: &str) -> Result<Vec<(usize, Command)>> {
     Ok(cmds)
 }
 
-fn parse_load(lines: &[String], i: usize) -> Result<(usize, LoadCmd)> {
-    let caps = PAT_LOAD
+fn parse_load(pat: &Patterns, lines: &[String], i: usize) -> Result<(usize, LoadCmd)> {
+    let caps = pat
+        .load
         .captures(&lines[i])
         .ok_or_else(|| anyhow!("invalid load command. (load[_with_nhcb] <step:duration>)"))?;
     let interval_ms = parse_duration_ms(&caps[2])?;
@@ -182,20 +190,20 @@ fn parse_load(lines: &[String], i: usize) -> Result<(usize, LoadCmd)> {
     Ok((j, cmd))
 }
 
-fn parse_eval(lines: &[String], i: usize) -> Result<(usize, EvalCmd)> {
+fn parse_eval(pat: &Patterns, lines: &[String], i: usize) -> Result<(usize, EvalCmd)> {
     let line = &lines[i];
     let mut cmd = EvalCmd {
         line: i + 1,
         ..EvalCmd::default()
     };
     let modifier;
-    if let Some(c) = PAT_EVAL_INSTANT.captures(line) {
+    if let Some(c) = pat.eval_instant.captures(line) {
         modifier = c.get(1).map(|m| m.as_str().to_string());
         let at = c.get(2).map(|m| m.as_str()).unwrap_or("0s");
         cmd.eval_t = parse_duration_ms(at)?;
         cmd.start = cmd.eval_t;
         cmd.expr = c[3].to_string();
-    } else if let Some(c) = PAT_EVAL_RANGE.captures(line) {
+    } else if let Some(c) = pat.eval_range.captures(line) {
         modifier = c.get(1).map(|m| m.as_str().to_string());
         cmd.is_range = true;
         cmd.start = parse_duration_ms(&c[2])?;
@@ -232,7 +240,8 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(usize, EvalCmd)> {
             break;
         }
         if def.starts_with("expect range vector") {
-            let c = PAT_EXPECT_RANGE
+            let c = pat
+                .expect_range
                 .captures(def)
                 .ok_or_else(|| anyhow!("invalid range vector definition {def:?}"))?;
             cmd.start = parse_duration_ms(&c[1])?;
@@ -249,7 +258,8 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(usize, EvalCmd)> {
             continue;
         }
         if def.split(' ').next() == Some("expect") {
-            let c = PAT_EXPECT
+            let c = pat
+                .expect
                 .captures(def.trim())
                 .ok_or_else(|| anyhow!("invalid expect statement {def:?}"))?;
             let m = match c.get(2).map(|m| m.as_str()) {

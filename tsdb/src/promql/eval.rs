@@ -19,7 +19,8 @@ use crate::storage::{MatchOp, Matcher, Queryable, Sample as Point, SeriesSamples
 /// delayed `__name__` removal: the name is dropped when the result leaves the engine.
 #[derive(Clone, Debug)]
 pub(crate) struct Sample {
-    pub(crate) labels: Labels,
+    /// Shared: most operations pass a series' labels through unchanged.
+    pub(crate) labels: Arc<Labels>,
     pub(crate) v: f64,
     pub(crate) drop_name: bool,
 }
@@ -27,9 +28,38 @@ pub(crate) struct Sample {
 /// One series of a range vector during evaluation.
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
-    pub(crate) labels: Labels,
-    pub(crate) points: Vec<Point>,
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) points: Points,
     pub(crate) drop_name: bool,
+}
+
+/// The samples of a range-vector series: a window into a selector's series (no copy) or
+/// owned (subqueries).
+#[derive(Clone, Debug)]
+pub(crate) enum Points {
+    Owned(Vec<Point>),
+    Window {
+        store: Arc<Vec<Stored>>,
+        series: usize,
+        lo: usize,
+        hi: usize,
+    },
+}
+
+impl std::ops::Deref for Points {
+    type Target = [Point];
+
+    fn deref(&self) -> &[Point] {
+        match self {
+            Points::Owned(v) => v,
+            Points::Window {
+                store,
+                series,
+                lo,
+                hi,
+            } => &store[*series].floats()[*lo..*hi],
+        }
+    }
 }
 
 /// A value during evaluation.
@@ -39,6 +69,22 @@ pub(crate) enum Val {
     Str(String),
     Vector(Vec<Sample>),
     Matrix(Vec<Series>),
+}
+
+/// A selected series as the evaluator keeps it for the whole query.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    labels: Arc<Labels>,
+    samples: Vec<Point>,
+    /// `samples` without staleness markers, when it has any (range windows skip them).
+    no_stale: Option<Vec<Point>>,
+}
+
+impl Stored {
+    /// The samples range windows see.
+    fn floats(&self) -> &[Point] {
+        self.no_stale.as_deref().unwrap_or(&self.samples)
+    }
 }
 
 pub(crate) type EvalResult<T> = Result<T, QueryError>;
@@ -79,7 +125,7 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     bounds: HashMap<usize, (i64, i64)>,
-    cache: HashMap<usize, Arc<Vec<SeriesSamples>>>,
+    cache: HashMap<usize, Arc<Vec<Stored>>>,
     subquery_cache: HashMap<(usize, i64), Val>,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
@@ -91,9 +137,29 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) sort_warned: bool,
     /// The range query's step (0 for instant queries), for `step()`.
     pub(crate) step: i64,
+    /// String literals Prometheus would read as invalid UTF-8: (decoded value, literal).
+    invalid_utf8: Vec<(String, String)>,
 }
 
 impl<'a> Evaluator<'a> {
+    pub(crate) fn with_invalid_utf8(mut self, v: Vec<(String, String)>) -> Evaluator<'a> {
+        self.invalid_utf8 = v;
+        self
+    }
+
+    /// Whether `name` is a valid label name as Prometheus 3 checks it (non-empty UTF-8).
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
+        !name.is_empty() && !self.invalid_utf8.iter().any(|(d, _)| d == name)
+    }
+
+    /// How Prometheus prints a string literal with this value in an error.
+    pub(crate) fn quoted(&self, s: &str) -> String {
+        match self.invalid_utf8.iter().find(|(d, _)| d == s) {
+            Some((_, raw)) => raw.clone(),
+            None => format!("{s:?}"),
+        }
+    }
+
     pub(crate) fn with_text(mut self, text: String) -> Evaluator<'a> {
         self.text = text;
         self
@@ -122,6 +188,7 @@ impl<'a> Evaluator<'a> {
             text: String::new(),
             sort_warned: false,
             step: 0,
+            invalid_utf8: Vec::new(),
         }
     }
 
@@ -244,7 +311,7 @@ impl<'a> Evaluator<'a> {
         entry.1 = entry.1.max(b.1);
     }
 
-    fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<SeriesSamples>>> {
+    fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<Stored>>> {
         if let Some(c) = self.cache.get(&key(vs)) {
             return Ok(c.clone());
         }
@@ -282,7 +349,24 @@ impl<'a> Evaluator<'a> {
                 out.entry(s.labels.clone()).or_insert(s);
             }
         }
-        let v = Arc::new(out.into_values().collect::<Vec<_>>());
+        let v = Arc::new(
+            out.into_values()
+                .map(|s| {
+                    let no_stale = s.samples.iter().any(|p| is_stale_nan(p.v)).then(|| {
+                        s.samples
+                            .iter()
+                            .filter(|p| !is_stale_nan(p.v))
+                            .copied()
+                            .collect()
+                    });
+                    Stored {
+                        labels: Arc::new(s.labels),
+                        samples: s.samples,
+                        no_stale,
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
         self.cache.insert(key(vs), v.clone());
         Ok(v)
     }
@@ -359,21 +443,22 @@ impl<'a> Evaluator<'a> {
         let series = self.series_of(vs)?;
         let mut out = Vec::new();
         let mut n = 0;
-        for s in series.iter() {
-            let lo = s.samples.partition_point(|p| p.t <= ts - range);
-            let hi = s.samples.partition_point(|p| p.t <= ts);
-            let points: Vec<Point> = s.samples[lo..hi]
-                .iter()
-                .filter(|p| !is_stale_nan(p.v))
-                .copied()
-                .collect();
-            if points.is_empty() {
+        for (i, s) in series.iter().enumerate() {
+            let floats = s.floats();
+            let lo = floats.partition_point(|p| p.t <= ts - range);
+            let hi = floats.partition_point(|p| p.t <= ts);
+            if lo == hi {
                 continue;
             }
-            n += points.len();
+            n += hi - lo;
             out.push(Series {
                 labels: s.labels.clone(),
-                points,
+                points: Points::Window {
+                    store: series.clone(),
+                    series: i,
+                    lo,
+                    hi,
+                },
                 drop_name: false,
             });
         }
@@ -395,10 +480,11 @@ impl<'a> Evaluator<'a> {
         if first <= lo {
             first += step;
         }
-        let mut by_labels: BTreeMap<Labels, Series> = BTreeMap::new();
+        let mut by_labels: BTreeMap<Arc<Labels>, (Vec<Point>, bool)> = BTreeMap::new();
         let mut it = first;
         let mut n = 0;
         while it <= ts {
+            self.check_done()?;
             let k = (key(sq), it);
             let v = match self.subquery_cache.get(&k) {
                 Some(v) => v.clone(),
@@ -412,25 +498,19 @@ impl<'a> Evaluator<'a> {
                 Val::Scalar(f) => {
                     n += 1;
                     by_labels
-                        .entry(Labels::empty())
-                        .or_insert_with(|| Series {
-                            labels: Labels::empty(),
-                            points: Vec::new(),
-                            drop_name: false,
-                        })
-                        .points
+                        .entry(Arc::new(Labels::empty()))
+                        .or_insert_with(|| (Vec::new(), false))
+                        .0
                         .push(Point { t: it, v: f });
                 }
                 Val::Vector(vec) => {
                     for s in vec {
                         n += 1;
-                        let e = by_labels.entry(s.labels.clone()).or_insert_with(|| Series {
-                            labels: s.labels,
-                            points: Vec::new(),
-                            drop_name: s.drop_name,
-                        });
-                        e.drop_name |= s.drop_name;
-                        e.points.push(Point { t: it, v: s.v });
+                        let e = by_labels
+                            .entry(s.labels)
+                            .or_insert_with(|| (Vec::new(), false));
+                        e.1 |= s.drop_name;
+                        e.0.push(Point { t: it, v: s.v });
                     }
                 }
                 _ => return exec_err("subquery over a non-instant expression"),
@@ -438,7 +518,14 @@ impl<'a> Evaluator<'a> {
             it += step;
         }
         self.add_samples(n)?;
-        Ok(by_labels.into_values().collect())
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, (points, drop_name))| Series {
+                labels,
+                points: Points::Owned(points),
+                drop_name,
+            })
+            .collect())
     }
 
     /// Evaluates `e` at time `t`.

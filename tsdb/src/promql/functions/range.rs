@@ -10,35 +10,70 @@ use super::{absent_labels, format_g};
 use crate::labels::METRIC_NAME;
 use crate::storage::Sample as Point;
 
-const RANGE_FUNCTIONS: &[&str] = &[
-    "rate",
-    "increase",
-    "delta",
-    "irate",
-    "idelta",
-    "resets",
-    "changes",
-    "deriv",
-    "predict_linear",
-    "double_exponential_smoothing",
-    "avg_over_time",
-    "min_over_time",
-    "max_over_time",
-    "sum_over_time",
-    "count_over_time",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "last_over_time",
-    "first_over_time",
-    "present_over_time",
-    "absent_over_time",
-    "mad_over_time",
-    "quantile_over_time",
-    "ts_of_max_over_time",
-    "ts_of_min_over_time",
-    "ts_of_last_over_time",
-    "ts_of_first_over_time",
-];
+/// A range-vector function, resolved once per call rather than per series.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Resets,
+    Changes,
+    Deriv,
+    PredictLinear,
+    DoubleExponentialSmoothing,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    LastOverTime,
+    FirstOverTime,
+    PresentOverTime,
+    AbsentOverTime,
+    MadOverTime,
+    QuantileOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
+    TsOfLastOverTime,
+    TsOfFirstOverTime,
+}
+
+fn range_fn(name: &str) -> Option<RangeFn> {
+    Some(match name {
+        "rate" => RangeFn::Rate,
+        "increase" => RangeFn::Increase,
+        "delta" => RangeFn::Delta,
+        "irate" => RangeFn::Irate,
+        "idelta" => RangeFn::Idelta,
+        "resets" => RangeFn::Resets,
+        "changes" => RangeFn::Changes,
+        "deriv" => RangeFn::Deriv,
+        "predict_linear" => RangeFn::PredictLinear,
+        "double_exponential_smoothing" => RangeFn::DoubleExponentialSmoothing,
+        "avg_over_time" => RangeFn::AvgOverTime,
+        "min_over_time" => RangeFn::MinOverTime,
+        "max_over_time" => RangeFn::MaxOverTime,
+        "sum_over_time" => RangeFn::SumOverTime,
+        "count_over_time" => RangeFn::CountOverTime,
+        "stddev_over_time" => RangeFn::StddevOverTime,
+        "stdvar_over_time" => RangeFn::StdvarOverTime,
+        "last_over_time" => RangeFn::LastOverTime,
+        "first_over_time" => RangeFn::FirstOverTime,
+        "present_over_time" => RangeFn::PresentOverTime,
+        "absent_over_time" => RangeFn::AbsentOverTime,
+        "mad_over_time" => RangeFn::MadOverTime,
+        "quantile_over_time" => RangeFn::QuantileOverTime,
+        "ts_of_max_over_time" => RangeFn::TsOfMaxOverTime,
+        "ts_of_min_over_time" => RangeFn::TsOfMinOverTime,
+        "ts_of_last_over_time" => RangeFn::TsOfLastOverTime,
+        "ts_of_first_over_time" => RangeFn::TsOfFirstOverTime,
+        _ => return None,
+    })
+}
 
 /// The window `(end - range, end]` a matrix argument covers at step `t`.
 fn window(ev: &Evaluator<'_>, e: &Expr, t: i64) -> Option<(i64, i64)> {
@@ -217,9 +252,10 @@ impl Evaluator<'_> {
         args: &[&Expr],
         t: i64,
     ) -> EvalResult<Option<Val>> {
-        if !RANGE_FUNCTIONS.contains(&name) {
+        let Some(kind) = range_fn(name) else {
             return Ok(None);
-        }
+        };
+        let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
         let mi = if name == "quantile_over_time" { 1 } else { 0 };
         let marg = args[mi];
         let Some((start, end)) = window(self, marg, t) else {
@@ -229,7 +265,7 @@ impl Evaluator<'_> {
         if name == "absent_over_time" {
             if matrix.is_empty() {
                 return Ok(Some(Val::Vector(vec![Sample {
-                    labels: absent_labels(marg),
+                    labels: absent_labels(marg).into(),
                     v: 1.0,
                     drop_name: false,
                 }])));
@@ -251,28 +287,28 @@ impl Evaluator<'_> {
         let keep_name = name == "last_over_time" || name == "first_over_time";
         let mut out = Vec::with_capacity(matrix.len());
         for s in matrix {
-            let pts = &s.points;
+            let pts: &[Point] = &s.points;
             if pts.is_empty() {
                 continue;
             }
-            let v = match name {
-                "rate" => extrapolated_rate(pts, start, end, true, true),
-                "increase" => extrapolated_rate(pts, start, end, true, false),
-                "delta" => extrapolated_rate(pts, start, end, false, false),
-                "irate" => instant_value(pts, true),
-                "idelta" => instant_value(pts, false),
-                "resets" => Some(pts.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
-                "changes" => Some(
+            let v = match kind {
+                RangeFn::Rate => extrapolated_rate(pts, start, end, true, true),
+                RangeFn::Increase => extrapolated_rate(pts, start, end, true, false),
+                RangeFn::Delta => extrapolated_rate(pts, start, end, false, false),
+                RangeFn::Irate => instant_value(pts, true),
+                RangeFn::Idelta => instant_value(pts, false),
+                RangeFn::Resets => Some(pts.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
+                RangeFn::Changes => Some(
                     pts.windows(2)
                         .filter(|w| w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan()))
                         .count() as f64,
                 ),
-                "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
-                "predict_linear" => (pts.len() >= 2).then(|| {
+                RangeFn::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
+                RangeFn::PredictLinear => (pts.len() >= 2).then(|| {
                     let (slope, icpt) = linear_regression(pts, t);
                     slope * p1.unwrap_or(0.0) + icpt
                 }),
-                "double_exponential_smoothing" => {
+                RangeFn::DoubleExponentialSmoothing => {
                     let sf = p1.unwrap_or(f64::NAN);
                     let tf = p2.unwrap_or(f64::NAN);
                     if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
@@ -302,31 +338,37 @@ impl Evaluator<'_> {
                         Some(s1)
                     }
                 }
-                "avg_over_time" => Some(avg_over_time(pts)),
-                "min_over_time" => Some(compare_over_time(pts, |c, m| c < m || m.is_nan(), false)),
-                "max_over_time" => Some(compare_over_time(pts, |c, m| c > m || m.is_nan(), false)),
-                "ts_of_min_over_time" => {
+                RangeFn::AvgOverTime => Some(avg_over_time(pts)),
+                RangeFn::MinOverTime => {
+                    Some(compare_over_time(pts, |c, m| c < m || m.is_nan(), false))
+                }
+                RangeFn::MaxOverTime => {
+                    Some(compare_over_time(pts, |c, m| c > m || m.is_nan(), false))
+                }
+                RangeFn::TsOfMinOverTime => {
                     Some(compare_over_time(pts, |c, m| c <= m || m.is_nan(), true))
                 }
-                "ts_of_max_over_time" => {
+                RangeFn::TsOfMaxOverTime => {
                     Some(compare_over_time(pts, |c, m| c >= m || m.is_nan(), true))
                 }
-                "ts_of_last_over_time" => Some(pts[pts.len() - 1].t as f64 / 1000.0),
-                "ts_of_first_over_time" => Some(pts[0].t as f64 / 1000.0),
-                "sum_over_time" => {
+                RangeFn::TsOfLastOverTime => Some(pts[pts.len() - 1].t as f64 / 1000.0),
+                RangeFn::TsOfFirstOverTime => Some(pts[0].t as f64 / 1000.0),
+                RangeFn::SumOverTime => {
                     let (mut sum, mut c) = (0.0, 0.0);
                     for p in pts {
                         (sum, c) = kahan_inc(p.v, sum, c);
                     }
                     Some(if sum.is_infinite() { sum } else { sum + c })
                 }
-                "count_over_time" => Some(pts.len() as f64),
-                "stddev_over_time" => Some(variance(pts).sqrt()),
-                "stdvar_over_time" => Some(variance(pts)),
-                "last_over_time" => Some(pts[pts.len() - 1].v),
-                "first_over_time" => Some(pts[0].v),
-                "present_over_time" => Some(1.0),
-                "mad_over_time" => {
+                RangeFn::CountOverTime => Some(pts.len() as f64),
+                RangeFn::StddevOverTime => Some(variance(pts).sqrt()),
+                RangeFn::StdvarOverTime => Some(variance(pts)),
+                RangeFn::LastOverTime => Some(pts[pts.len() - 1].v),
+                RangeFn::FirstOverTime => Some(pts[0].v),
+                RangeFn::PresentOverTime => Some(1.0),
+                // Handled before the loop.
+                RangeFn::AbsentOverTime => None,
+                RangeFn::MadOverTime => {
                     if pts.iter().any(|p| p.v.is_nan()) {
                         Some(f64::NAN)
                     } else {
@@ -336,7 +378,7 @@ impl Evaluator<'_> {
                         Some(quantile(0.5, &mut dev))
                     }
                 }
-                "quantile_over_time" => {
+                RangeFn::QuantileOverTime => {
                     let q = p1.unwrap_or(f64::NAN);
                     if q.is_nan() || !(0.0..=1.0).contains(&q) {
                         self.warn_at(
@@ -350,12 +392,11 @@ impl Evaluator<'_> {
                     let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
                     Some(quantile(q, &mut vals))
                 }
-                _ => None,
             };
             let Some(v) = v else {
                 continue;
             };
-            if name == "rate" || name == "increase" {
+            if counter_check {
                 let metric = s.labels.metric_name().unwrap_or("");
                 if !metric.is_empty()
                     && !["_total", "_sum", "_count", "_bucket"]
