@@ -43,7 +43,10 @@ pub(crate) struct Head {
     limits: Limits,
     store: Arc<ChunkStore>,
     symbols: Symbols,
-    by_labels: HashMap<Labels, SeriesId>,
+    /// Series by the hash of their labels ([`labels_hash`]); the rare second series with the
+    /// same hash is in `collisions`. Keeps one copy of each label set (in its series).
+    by_hash: HashMap<u64, SeriesId>,
+    collisions: HashMap<Labels, SeriesId>,
     series: Vec<Option<MemSeries>>,
     index: Index,
     per_metric: HashMap<Arc<str>, usize>,
@@ -51,6 +54,18 @@ pub(crate) struct Head {
     /// per-series time checks.
     min_t: i64,
     max_t: i64,
+}
+
+/// A 64-bit hash of a label set (xxh3 of its names and values with separators).
+fn labels_hash(labels: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for l in labels.iter() {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// Why a label set is invalid, if it is.
@@ -94,7 +109,8 @@ impl Head {
             limits: cfg.limits.clone(),
             store,
             symbols: Symbols::default(),
-            by_labels: HashMap::new(),
+            by_hash: HashMap::new(),
+            collisions: HashMap::new(),
             series: Vec::new(),
             index: Index::default(),
             per_metric: HashMap::new(),
@@ -155,7 +171,7 @@ impl Head {
                 }
                 continue;
             }
-            let mut id = self.by_labels.get(&s.labels).copied();
+            let mut id = self.lookup(&s.labels);
             for p in &s.samples {
                 if p.t < too_old_before {
                     out.report.reject(RejectReason::TooOld, || {
@@ -218,6 +234,15 @@ impl Head {
         out
     }
 
+    /// The id of the series with exactly these labels.
+    fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        let id = *self.by_hash.get(&labels_hash(labels))?;
+        if self.get(id).is_some_and(|s| s.labels == *labels) {
+            return Some(id);
+        }
+        self.collisions.get(labels).copied()
+    }
+
     fn labels_of(&self, id: SeriesId) -> Labels {
         self.series
             .get(id as usize)
@@ -250,7 +275,7 @@ impl Head {
 
     /// Adds a series under `id` (new, replayed or loaded from a checkpoint).
     pub(crate) fn insert_series(&mut self, id: SeriesId, mut series: MemSeries) {
-        if let Some(old) = self.by_labels.get(&series.labels).copied() {
+        if let Some(old) = self.lookup(&series.labels) {
             if old == id {
                 return;
             }
@@ -265,7 +290,12 @@ impl Head {
             *self.per_metric.entry(Arc::from(name)).or_default() += 1;
         }
         self.index.add(id, &series.labels);
-        self.by_labels.insert(series.labels.clone(), id);
+        let h = labels_hash(&series.labels);
+        if self.by_hash.contains_key(&h) {
+            self.collisions.insert(series.labels.clone(), id);
+        } else {
+            self.by_hash.insert(h, id);
+        }
         self.series[i] = Some(series);
     }
 
@@ -274,7 +304,22 @@ impl Head {
             return;
         };
         self.index.remove(id, &series.labels);
-        self.by_labels.remove(&series.labels);
+        let h = labels_hash(&series.labels);
+        if self.by_hash.get(&h) == Some(&id) {
+            self.by_hash.remove(&h);
+            // A colliding series takes the hash's main slot.
+            let moved = self
+                .collisions
+                .iter()
+                .find(|(l, _)| labels_hash(l) == h)
+                .map(|(l, i)| (l.clone(), *i));
+            if let Some((l, i)) = moved {
+                self.collisions.remove(&l);
+                self.by_hash.insert(h, i);
+            }
+        } else {
+            self.collisions.remove(&series.labels);
+        }
         if let Some(name) = series.labels.metric_name()
             && let Some(n) = self.per_metric.get_mut(name)
         {

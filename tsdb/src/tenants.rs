@@ -226,3 +226,51 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::storage::{MatchOp, Matcher, Sample, SeriesSamples};
+
+    fn write(t: &DiskTenants, org: &str, name: &str) {
+        let batch = [SeriesSamples {
+            labels: Labels::from_pairs([("__name__", name)]),
+            samples: vec![Sample { t: 1000, v: 1.0 }],
+        }];
+        let r = t.tenant(org).unwrap().append(&batch).unwrap();
+        assert_eq!(r.accepted, 1);
+    }
+
+    fn names(t: &DiskTenants, org: &str) -> Vec<String> {
+        let m = Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap();
+        t.tenant(org)
+            .unwrap()
+            .label_values("__name__", &[m], i64::MIN, i64::MAX)
+            .unwrap()
+    }
+
+    #[test]
+    fn tenants_are_isolated_and_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+            write(&t, "team-a", "a_metric");
+            write(&t, "team/b", "b_metric");
+            assert_eq!(names(&t, "team-a"), ["a_metric"]);
+            assert_eq!(names(&t, "team/b"), ["b_metric"]);
+            t.close().unwrap();
+        }
+        assert!(tmp.path().join("tsdb/team-a/wal").is_dir());
+        // Without a clean close (the WAL alone) as well.
+        {
+            let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+            assert_eq!(t.tenant_ids(), ["team-a", "team/b"]);
+            write(&t, "team-a", "a_late");
+        }
+        let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+        assert_eq!(names(&t, "team-a"), ["a_late", "a_metric"]);
+        assert_eq!(names(&t, "team/b"), ["b_metric"]);
+        assert!(names(&t, "new").is_empty());
+    }
+}

@@ -191,3 +191,107 @@ fn index_backed_metadata_and_stats() {
     assert_eq!((st.min_time, st.max_time), (Some(10), Some(30)));
     assert_eq!(st.num_label_pairs, 5);
 }
+
+/// Scale check, run by hand: `cargo test -p tsdb --release head_at_scale -- --ignored
+/// --nocapture`. Prints resident memory per series and matcher latencies for 1 M series.
+#[test]
+#[ignore]
+fn head_at_scale() {
+    fn rss() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    }
+    let n = 1_000_000u32;
+    let before = rss();
+    let mut h = Head::new(&cfg(), Default::default());
+    let mut build = std::time::Duration::ZERO;
+    let started = std::time::Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let b = std::time::Instant::now();
+        let batch: Vec<SeriesSamples> = chunk
+            .iter()
+            .map(|i| {
+                let pod = format!("pod-{}", i / 10);
+                let l = Labels::from_pairs([
+                    ("__name__", format!("container_metric_{}", i % 10).as_str()),
+                    ("namespace", format!("ns-{}", i % 50).as_str()),
+                    ("pod", pod.as_str()),
+                    ("container", "app"),
+                    ("node", format!("node-{}", i % 100).as_str()),
+                    ("job", "collector"),
+                ]);
+                SeriesSamples {
+                    labels: l,
+                    samples: (0..4)
+                        .map(|k| Sample {
+                            t: k * 15_000,
+                            v: (k * i64::from(*i)) as f64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        build += b.elapsed();
+        assert_eq!(h.append(&batch).report.accepted, batch.len() * 4);
+    }
+    let ingest = started.elapsed() - build;
+    let per_series = (rss() - before) / u64::from(n);
+    let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+    let _ = h.select(&[m(MatchOp::Equal, "pod", "pod-4243")], 0, i64::MAX);
+    let t = std::time::Instant::now();
+    for i in 0..100 {
+        let pod = format!("pod-{}", i * 97);
+        assert_eq!(h.matching(&[m(MatchOp::Equal, "pod", &pod)]).len(), 10);
+    }
+    let eq = t.elapsed() / 100;
+    let pod = h.select(&[m(MatchOp::Equal, "pod", "pod-4242")], 0, i64::MAX);
+    let t = std::time::Instant::now();
+    let re = h.matching(&[
+        m(MatchOp::Equal, "__name__", "container_metric_3"),
+        m(MatchOp::Regex, "namespace", "ns-1.*"),
+        m(MatchOp::NotEqual, "node", "node-3"),
+    ]);
+    let rx = t.elapsed();
+    // Steady state: one more sample for every existing series.
+    let all: Vec<SeriesSamples> = h
+        .select(&[], 0, i64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|s| SeriesSamples {
+            labels: s.labels,
+            samples: vec![Sample { t: 60_000, v: 1.0 }],
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for b in all.chunks(10_000) {
+        h.append(b);
+    }
+    let steady = t.elapsed();
+    println!(
+        "{n} series: ingest (new series, 4 samples each) {ingest:?}, 1 sample to each existing \
+         series {steady:?}, {per_series} bytes RSS/series, pod= select {eq:?} \
+         ({} series), name=,ns=~,node!= {rx:?} ({} ids)",
+        pod.unwrap().len(),
+        re.len()
+    );
+    assert_eq!(h.num_series(), n as usize);
+}
+
+#[test]
+fn series_with_colliding_hashes_stay_distinct() {
+    // Force a collision by registering a second label set under an occupied hash.
+    let mut h = Head::new(&cfg(), Default::default());
+    let a = metric("a", &[]);
+    let b = metric("b", &[]);
+    h.append(&batch(&a, &[(1, 1.0)]));
+    h.append(&batch(&b, &[(1, 2.0)]));
+    let hb = labels_hash(&b);
+    let id_b = h.by_hash.remove(&hb).unwrap();
+    let ha = labels_hash(&a);
+    h.by_hash.insert(hb, h.by_hash[&ha]); // b's hash now points at a
+    h.collisions.insert(b.clone(), id_b);
+    assert_eq!(h.lookup(&b), Some(id_b));
+    assert_eq!(h.append(&batch(&b, &[(2, 3.0)])).report.accepted, 1);
+    assert_eq!(all(&h, "b").len(), 2);
+    assert_eq!(all(&h, "a").len(), 1);
+}
