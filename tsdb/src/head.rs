@@ -291,10 +291,13 @@ impl Head {
         }
         self.index.add(id, &series.labels);
         let h = labels_hash(&series.labels);
-        if self.by_hash.contains_key(&h) {
-            self.collisions.insert(series.labels.clone(), id);
-        } else {
-            self.by_hash.insert(h, id);
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(series.labels.clone(), id);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
         }
         self.series[i] = Some(series);
     }
