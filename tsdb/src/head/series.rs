@@ -127,11 +127,13 @@ impl MemSeries {
         if t == last.t {
             return Ok(same(last.v));
         }
-        if check_window && t < last.t.saturating_sub(window) {
-            return Ok(Placed::TooOld);
-        }
+        // A stored sample re-delivered (at-least-once consumers, retrying senders) is accepted
+        // however old; only new samples must be inside the window.
         if let Some(old) = self.value_at(store, t)? {
             return Ok(same(old));
+        }
+        if check_window && t < last.t.saturating_sub(window) {
+            return Ok(Placed::TooOld);
         }
         let i = self.ooo.partition_point(|s| s.t < t);
         self.ooo.insert(i, Sample { t, v });

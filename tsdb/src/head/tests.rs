@@ -42,7 +42,8 @@ fn out_of_order_window_and_duplicates() {
     let r = h.append(&batch(&a, &[(90 * min, 0.1)])).report;
     assert_eq!(r.rejected.get(&RejectReason::OutOfOrder), Some(&1));
     assert!(r.first_rejection.unwrap().contains("out-of-order window"));
-    // Re-delivery of stored samples (newest and out of order) is accepted and not stored again.
+    // Re-delivery of stored samples (newest and out of order) is accepted and not stored again,
+    // even long after the window.
     let out = h.append(&batch(&a, &[(101 * min, 2.0), (95 * min, 0.5)]));
     assert_eq!((out.report.accepted, out.samples.len()), (2, 0));
     // The same time with another value.
@@ -52,9 +53,14 @@ fn out_of_order_window_and_duplicates() {
     assert_eq!(r.rejected.get(&RejectReason::DuplicateTimestamp), Some(&2));
     // A stale marker is a value like any other, kept bit for bit.
     h.append(&batch(&a, &[(102 * min, crate::storage::stale_nan())]));
+    h.append(&batch(&a, &[(200 * min, 5.0)]));
+    let out = h.append(&batch(&a, &[(100 * min, 1.0)]));
+    assert_eq!((out.report.accepted, out.samples.len()), (1, 0));
+    let r = h.append(&batch(&a, &[(100 * min, 1.5)])).report;
+    assert_eq!(r.rejected.get(&RejectReason::DuplicateTimestamp), Some(&1));
     let got = all(&h, "a");
     let ts: Vec<i64> = got.iter().map(|s| s.t).collect();
-    assert_eq!(ts, [95 * min, 100 * min, 101 * min, 102 * min]);
+    assert_eq!(ts, [95 * min, 100 * min, 101 * min, 102 * min, 200 * min]);
     assert!(crate::storage::is_stale_nan(got[3].v));
 }
 
