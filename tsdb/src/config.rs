@@ -36,12 +36,17 @@ pub struct RetentionConfig {
     /// dropped, and older samples are rejected as too old. Prometheus's default, 15 days.
     #[serde(with = "humantime_serde")]
     pub time: Duration,
+    /// The most bytes all tenants may use (compressed chunks, WAL and checkpoints); past it the
+    /// oldest data of all tenants is dropped at the next checkpoint round. 0: no limit (as
+    /// Prometheus's `--storage.tsdb.retention.size`).
+    pub size: ByteSize,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             time: Duration::from_secs(15 * 24 * 3600),
+            size: ByteSize::b(0),
         }
     }
 }
@@ -152,7 +157,9 @@ mod tests {
         assert_eq!(c.limits.max_series_per_metric, 10);
         assert_eq!(c.limits.max_labels_per_series, 30);
         c.validate().unwrap();
-        assert!(serde_yaml_ng::from_str::<TsdbConfig>("retention: {size: 1}").is_err());
+        assert!(serde_yaml_ng::from_str::<TsdbConfig>("retention: {bytes: 1}").is_err());
+        let c: TsdbConfig = serde_yaml_ng::from_str("retention: {size: 10GiB}").unwrap();
+        assert_eq!(c.retention.size, ByteSize::gib(10));
         let bad = TsdbConfig {
             out_of_order_window: Duration::from_secs(40 * 86400),
             ..TsdbConfig::default()

@@ -394,7 +394,11 @@ impl Head {
         if self.max_t == i64::MIN {
             return 0;
         }
-        let cutoff = self.max_t.saturating_sub(self.retention);
+        self.drop_before(self.max_t.saturating_sub(self.retention))
+    }
+
+    /// Drops whole chunks that end before `cutoff`; returns how many series were removed.
+    pub(crate) fn drop_before(&mut self, cutoff: i64) -> usize {
         let mut emptied = Vec::new();
         for (i, s) in self.series.iter_mut().enumerate() {
             if let Some(s) = s
@@ -412,6 +416,29 @@ impl Head {
             self.symbols.gc();
         }
         n
+    }
+
+    /// Oldest sample time and the bytes of the compressed chunks (in files or memory).
+    pub(crate) fn usage(&self) -> (Option<i64>, u64) {
+        let mut min: Option<i64> = None;
+        let mut bytes = 0u64;
+        for (_, s) in self.iter_series() {
+            if let Some(m) = s.min_time() {
+                min = Some(min.map_or(m, |x| x.min(m)));
+            }
+            bytes += s.chunk_bytes();
+        }
+        (min, bytes)
+    }
+
+    /// The earliest time at which a series' oldest chunk ends.
+    pub(crate) fn first_chunk_end(&self) -> Option<i64> {
+        self.iter_series()
+            .filter_map(|(_, s)| match s.closed.first() {
+                Some(c) => Some(c.max_t),
+                None => s.last.map(|l| l.t),
+            })
+            .min()
     }
 
     /// Folds every out-of-order buffer into its chunks (before a checkpoint).

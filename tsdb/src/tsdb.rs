@@ -138,7 +138,7 @@ impl Tsdb {
     /// and checkpoints it supersedes.
     pub fn checkpoint(&self) -> Result<(), TsdbError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
-        let res = self.checkpoint_inner();
+        let res = self.checkpoint_inner(None);
         let result = if res.is_ok() { "ok" } else { "error" };
         crate::metrics::CHECKPOINTS
             .with_label_values(&[result])
@@ -146,7 +146,30 @@ impl Tsdb {
         res
     }
 
-    fn checkpoint_inner(&self) -> Result<(), TsdbError> {
+    /// Drops the chunks that end before `cutoff` (size retention) and checkpoints.
+    pub fn drop_before(&self, cutoff: i64) -> Result<(), TsdbError> {
+        let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
+        self.checkpoint_inner(Some(cutoff))
+    }
+
+    /// Oldest sample time and the bytes the store uses: compressed chunks, WAL segments and
+    /// the checkpoint (dead space in chunk files is not counted: it is freed with its file).
+    pub fn usage(&self) -> Result<(Option<i64>, u64), TsdbError> {
+        let (min, chunks) = self.read().usage();
+        let mut files = 0u64;
+        for dir in [self.dir.clone(), self.dir.join("wal")] {
+            for e in std::fs::read_dir(&dir).map_err(TsdbError::io(&dir))? {
+                let e = e.map_err(TsdbError::io(&dir))?;
+                let meta = e.metadata().map_err(TsdbError::io(&dir))?;
+                if meta.is_file() {
+                    files += meta.len();
+                }
+            }
+        }
+        Ok((min, chunks + files))
+    }
+
+    fn checkpoint_inner(&self, cutoff: Option<i64>) -> Result<(), TsdbError> {
         let started = std::time::Instant::now();
         let (segment, data, live, current_file, store, series) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +177,9 @@ impl Tsdb {
             // Retention drops whole chunks; it is not logged, so it runs only here, where the
             // checkpoint records its result before the WAL that preceded it is removed.
             head.apply_retention();
+            if let Some(cutoff) = cutoff {
+                head.drop_before(cutoff);
+            }
             head.merge_ooo();
             crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
             let segment = self.wal.cut()?;
@@ -179,6 +205,17 @@ impl Tsdb {
             "tsdb: checkpoint written"
         );
         Ok(())
+    }
+
+    /// The earliest time at which a series' oldest chunk ends.
+    pub fn first_chunk_end(&self) -> Option<i64> {
+        self.read().first_chunk_end()
+    }
+
+    /// The newest sample time.
+    pub fn newest(&self) -> Option<i64> {
+        let (_, max) = self.read().bounds();
+        (max != i64::MIN).then_some(max)
     }
 
     /// Checkpoints for a fast next start.

@@ -95,6 +95,19 @@ impl MemSeries {
         }
     }
 
+    /// Bytes of the compressed chunks (and 16 per buffered out-of-order sample).
+    pub(crate) fn chunk_bytes(&self) -> u64 {
+        let closed: u64 = self
+            .closed
+            .iter()
+            .map(|c| match &c.data {
+                ChunkData::Mem(b) => b.len() as u64,
+                ChunkData::Disk(r) => u64::from(r.len),
+            })
+            .sum();
+        closed + self.open.size() as u64 + 16 * self.ooo.len() as u64
+    }
+
     pub(crate) fn chunk_count(&self) -> usize {
         self.closed.len() + usize::from(!self.open.is_empty())
     }
