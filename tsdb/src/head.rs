@@ -40,6 +40,10 @@ pub(crate) struct Appended {
 pub(crate) struct Head {
     ooo_window: i64,
     retention: i64,
+    /// Per-metric retention rules: matchers and milliseconds, first match wins.
+    rules: Vec<(Vec<Matcher>, i64)>,
+    /// The longest retention of all (samples older than that behind the newest are refused).
+    max_retention: i64,
     limits: Limits,
     store: Arc<ChunkStore>,
     symbols: Symbols,
@@ -106,6 +110,14 @@ impl Head {
         Head {
             ooo_window: cfg.ooo_window_ms(),
             retention: cfg.retention_ms(),
+            rules: cfg.retention_rules(),
+            max_retention: cfg
+                .retention_rules()
+                .iter()
+                .map(|r| r.1)
+                .chain([cfg.retention_ms()])
+                .max()
+                .unwrap_or(i64::MAX),
             limits: cfg.limits.clone(),
             store,
             symbols: Symbols::default(),
@@ -158,7 +170,7 @@ impl Head {
         let too_old_before = if self.max_t == i64::MIN {
             i64::MIN
         } else {
-            self.max_t.saturating_sub(self.retention)
+            self.max_t.saturating_sub(self.max_retention)
         };
         for s in batch {
             if s.samples.is_empty() {
@@ -394,13 +406,33 @@ impl Head {
         if self.max_t == i64::MIN {
             return 0;
         }
-        self.drop_before(self.max_t.saturating_sub(self.retention))
+        if self.rules.is_empty() {
+            return self.drop_before(self.max_t.saturating_sub(self.retention));
+        }
+        // Each series' cutoff: the first rule matching it, else the default.
+        let mut cutoffs: HashMap<SeriesId, i64> = HashMap::new();
+        for (matchers, keep) in &self.rules {
+            for id in self.index.select(matchers) {
+                cutoffs
+                    .entry(id)
+                    .or_insert(self.max_t.saturating_sub(*keep));
+            }
+        }
+        let default = self.max_t.saturating_sub(self.retention);
+        self.drop_where(|id| cutoffs.get(&id).copied().unwrap_or(default))
     }
 
     /// Drops whole chunks that end before `cutoff`; returns how many series were removed.
     pub(crate) fn drop_before(&mut self, cutoff: i64) -> usize {
+        self.drop_where(|_| cutoff)
+    }
+
+    /// Drops whole chunks that end before each series' cutoff; returns how many series were
+    /// removed.
+    fn drop_where(&mut self, cutoff_of: impl Fn(SeriesId) -> i64) -> usize {
         let mut emptied = Vec::new();
         for (i, s) in self.series.iter_mut().enumerate() {
+            let cutoff = cutoff_of(i as SeriesId);
             if let Some(s) = s
                 && s.min_time().is_some_and(|m| m < cutoff)
                 && s.truncate_before(cutoff)

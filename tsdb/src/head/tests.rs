@@ -177,6 +177,38 @@ fn retention_drops_old_chunks() {
 }
 
 #[test]
+fn per_metric_retention_rules() {
+    let mut c = cfg();
+    c.retention.time = std::time::Duration::from_secs(3600);
+    c.retention.rules = vec![
+        crate::config::RetentionRule {
+            selector: "slo_total".into(),
+            time: std::time::Duration::from_secs(30 * 86400),
+        },
+        crate::config::RetentionRule {
+            selector: "{__name__=~\"debug_.*\"}".into(),
+            time: std::time::Duration::from_secs(600),
+        },
+    ];
+    let mut h = Head::new(&c, Default::default());
+    let samples: Vec<(i64, f64)> = (0..480).map(|i| (i * 15_000, i as f64)).collect();
+    for name in ["slo_total", "debug_x", "other"] {
+        h.append(&batch(&metric(name, &[]), &samples));
+    }
+    h.apply_retention();
+    // 2 h of data in 30-minute chunks: the default hour drops the first chunk (the second
+    // ends at the cutoff), the 10-minute rule all closed ones, the 30-day rule none.
+    assert_eq!(all(&h, "slo_total").len(), 480);
+    assert_eq!(all(&h, "other").len(), 360);
+    assert_eq!(all(&h, "debug_x").len(), 120);
+    // Samples as old as the longest rule allows are accepted.
+    let r = h
+        .append(&batch(&metric("slo_total", &[("a", "b")]), &[(0, 1.0)]))
+        .report;
+    assert_eq!(r.accepted, 1);
+}
+
+#[test]
 fn index_backed_metadata_and_stats() {
     let mut h = Head::new(&cfg(), Default::default());
     h.append(&batch(&metric("a", &[("job", "x")]), &[(10, 1.0)]));
