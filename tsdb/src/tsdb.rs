@@ -51,6 +51,9 @@ impl From<WalError> for StorageError {
     }
 }
 
+/// Series or samples per WAL record.
+const RECORD_ITEMS: usize = 20_000;
+
 /// A tenant's persistent store.
 #[derive(Debug)]
 pub struct Tsdb {
@@ -285,11 +288,12 @@ impl Appendable for Tsdb {
             let out = head.append(batch);
             crate::metrics::HEAD_SERIES.add(head.num_series() as i64 - before as i64);
             let mut framed = Vec::new();
-            if !out.new_series.is_empty() {
-                wal::frame(&Record::Series(out.new_series), &mut framed);
+            // Bounded records: a huge batch is several frames (all in one group commit).
+            for part in out.new_series.chunks(RECORD_ITEMS) {
+                wal::frame(&Record::Series(part.to_vec()), &mut framed);
             }
-            if !out.samples.is_empty() {
-                wal::frame(&Record::Samples(out.samples), &mut framed);
+            for part in out.samples.chunks(RECORD_ITEMS) {
+                wal::frame(&Record::Samples(part.to_vec()), &mut framed);
             }
             let seq = (!framed.is_empty()).then(|| self.wal.enqueue(&framed));
             (out.report, seq, out.error)
