@@ -7,6 +7,7 @@
 mod checkpoint;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::TsdbConfig;
@@ -62,6 +63,8 @@ pub struct Tsdb {
     wal: Wal,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// A WAL write failed after the head changed: the next write checkpoints first.
+    wal_behind: AtomicBool,
 }
 
 impl Tsdb {
@@ -121,6 +124,7 @@ impl Tsdb {
             head: RwLock::new(head),
             wal,
             checkpointing: Mutex::new(()),
+            wal_behind: AtomicBool::new(false),
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;
@@ -231,6 +235,35 @@ impl Tsdb {
     }
 }
 
+impl Tsdb {
+    /// After a failed WAL write the head holds changes the WAL lacks (and re-sent samples
+    /// would be acknowledged as duplicates): a checkpoint makes the head durable again. Until
+    /// one succeeds, writes are refused.
+    fn recover(&self, e: WalError) -> Result<(), StorageError> {
+        self.wal_behind.store(true, Ordering::SeqCst);
+        tracing::error!(dir = %self.dir.display(), error = %e,
+            "tsdb: wal write failed; checkpointing the head");
+        self.ensure_durable_head()
+            .map_err(|ce| StorageError::Internal(format!("{e}; then {ce}")))
+    }
+
+    fn ensure_durable_head(&self) -> Result<(), StorageError> {
+        if !self.wal_behind.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.checkpoint() {
+            Ok(()) => {
+                self.wal_behind.store(false, Ordering::SeqCst);
+                tracing::info!(dir = %self.dir.display(), "tsdb: head durable again");
+                Ok(())
+            }
+            Err(e) => Err(StorageError::Internal(format!(
+                "not writable until a checkpoint succeeds: {e}"
+            ))),
+        }
+    }
+}
+
 fn read_error(e: std::io::Error) -> StorageError {
     StorageError::Internal(format!("reading chunks: {e}"))
 }
@@ -282,6 +315,7 @@ impl Queryable for Tsdb {
 
 impl Appendable for Tsdb {
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+        self.ensure_durable_head()?;
         let (report, seq, error) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
@@ -295,11 +329,20 @@ impl Appendable for Tsdb {
             for part in out.samples.chunks(RECORD_ITEMS) {
                 wal::frame(&Record::Samples(part.to_vec()), &mut framed);
             }
-            let seq = (!framed.is_empty()).then(|| self.wal.enqueue(&framed));
+            // Without records of its own (only re-delivered samples), the batch waits for
+            // the records before it: a duplicate is acknowledged only once its original is
+            // durable.
+            let seq = if framed.is_empty() {
+                self.wal.last_enqueued()
+            } else {
+                self.wal.enqueue(&framed)
+            };
             (out.report, seq, out.error)
         };
-        if let Some(seq) = seq {
-            self.wal.wait_durable(seq)?;
+        if seq > 0
+            && let Err(e) = self.wal.wait_durable(seq)
+        {
+            self.recover(e)?;
         }
         if let Some(e) = error {
             // What was stored is durable; the client retries the batch (re-delivered samples
@@ -312,6 +355,7 @@ impl Appendable for Tsdb {
     }
 
     fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError> {
+        self.ensure_durable_head()?;
         let seq = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
@@ -325,7 +369,9 @@ impl Appendable for Tsdb {
             wal::frame(&Record::Delete { ids, mint, maxt }, &mut framed);
             (self.wal.enqueue(&framed), res)
         };
-        self.wal.wait_durable(seq.0)?;
+        if let Err(e) = self.wal.wait_durable(seq.0) {
+            self.recover(e)?;
+        }
         seq.1.map_err(read_error)
     }
 }

@@ -194,6 +194,14 @@ impl Wal {
         p.last_seq
     }
 
+    /// The sequence number of the last queued records (0: none yet).
+    pub(crate) fn last_enqueued(&self) -> u64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_seq
+    }
+
     /// Returns once the records of `seq` are written and fdatasync'ed (with everything queued
     /// before them).
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), WalError> {

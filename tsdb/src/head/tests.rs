@@ -333,3 +333,49 @@ fn series_with_colliding_hashes_stay_distinct() {
     assert_eq!(all(&h, "b").len(), 2);
     assert_eq!(all(&h, "a").len(), 1);
 }
+
+/// Steady-state append cost, run by hand under a profiler:
+/// `cargo test -p tsdb --release steady_appends -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn steady_appends() {
+    let n = 100_000u32;
+    let mut h = Head::new(&cfg(), Default::default());
+    let batches: Vec<Vec<Labels>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| {
+            c.iter()
+                .map(|i| {
+                    Labels::from_pairs([
+                        ("__name__", format!("container_metric_{}", i % 10).as_str()),
+                        ("namespace", format!("ns-{}", i % 50).as_str()),
+                        ("pod", format!("pod-{}", i / 10).as_str()),
+                        ("container", "app"),
+                        ("node", format!("node-{}", i % 100).as_str()),
+                        ("job", "collector"),
+                    ])
+                })
+                .collect()
+        })
+        .collect();
+    let rounds = 60i64;
+    let started = std::time::Instant::now();
+    for r in 0..rounds {
+        for b in &batches {
+            let batch: Vec<SeriesSamples> = b
+                .iter()
+                .map(|l| SeriesSamples {
+                    labels: l.clone(),
+                    samples: vec![Sample {
+                        t: r * 15_000,
+                        v: (r * 1000) as f64,
+                    }],
+                })
+                .collect();
+            h.append(&batch);
+        }
+    }
+    let per = started.elapsed() / (rounds as u32 * n);
+    println!("{per:?} per sample ({n} series)");
+}
