@@ -19,7 +19,7 @@ pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
 pub(crate) use index::SeriesId;
 use index::{Index, Symbols};
 use series::Placed;
-pub(crate) use series::{ClosedChunk, MemSeries};
+pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
 use crate::config::{Limits, TsdbConfig};
 use crate::labels::{Labels, METRIC_NAME};
@@ -494,6 +494,8 @@ impl Head {
         self.series.get(id as usize).and_then(Option::as_ref)
     }
 
+    /// Selects under the caller's lock (tests; the store decodes without it).
+    #[cfg(test)]
     pub(crate) fn select(
         &self,
         matchers: &[Matcher],
@@ -501,21 +503,32 @@ impl Head {
         maxt: i64,
     ) -> io::Result<Vec<SeriesSamples>> {
         let mut out = Vec::new();
-        for s in self
-            .matching(matchers)
-            .into_iter()
-            .filter_map(|id| self.get(id))
-        {
-            let samples = s.samples(&self.store, mint, maxt)?;
+        for (labels, snap) in self.snapshots(matchers, mint, maxt) {
+            let samples = snap.samples(&self.store)?;
             if !samples.is_empty() {
-                out.push(SeriesSamples {
-                    labels: s.labels.clone(),
-                    samples,
-                });
+                out.push(SeriesSamples { labels, samples });
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+
+    /// The matching series with what reading `mint..=maxt` of them needs, for decoding
+    /// without the head's lock ([`Snapshot::samples`] with [`Head::store`]).
+    pub(crate) fn snapshots(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, Snapshot)> {
+        self.matching(matchers)
+            .into_iter()
+            .filter_map(|id| self.get(id))
+            .filter(|s| {
+                s.last.is_some_and(|l| l.t >= mint) && s.min_time().is_some_and(|m| m <= maxt)
+            })
+            .map(|s| (s.labels.clone(), s.snapshot(mint, maxt)))
+            .collect()
     }
 
     fn matching_in_range(

@@ -269,13 +269,27 @@ fn read_error(e: std::io::Error) -> StorageError {
 }
 
 impl Queryable for Tsdb {
+    /// Copies the matching chunk references under the head's read lock and decodes after
+    /// releasing it, so long queries do not hold up appends.
     fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        self.read().select(matchers, mint, maxt).map_err(read_error)
+        let (snapshots, store) = {
+            let head = self.read();
+            (head.snapshots(matchers, mint, maxt), head.store())
+        };
+        let mut out = Vec::with_capacity(snapshots.len());
+        for (labels, snap) in snapshots {
+            let samples = snap.samples(&store).map_err(read_error)?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples { labels, samples });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
     }
 
     fn series(
