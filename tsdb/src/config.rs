@@ -5,6 +5,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::labels::METRIC_NAME;
+use crate::storage::{MatchOp, Matcher};
+
 /// The store's configuration (the `tsdb:` section).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,14 +45,61 @@ pub struct RetentionConfig {
     /// dropped, and older samples are rejected as too old. Prometheus's default, 15 days.
     #[serde(with = "humantime_serde")]
     pub time: Duration,
+    /// The most bytes all tenants may use (compressed chunks, WAL and checkpoints); past it the
+    /// oldest data of all tenants is dropped at the next checkpoint round. 0: no limit (as
+    /// Prometheus's `--storage.tsdb.retention.size`).
+    pub size: ByteSize,
+    /// Per-metric retention: series matching a rule's selector keep samples for its time
+    /// instead of `time` (the first matching rule wins). Longer or shorter than `time`.
+    pub rules: Vec<RetentionRule>,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             time: Duration::from_secs(15 * 24 * 3600),
+            size: ByteSize::b(0),
+            rules: Vec::new(),
         }
     }
+}
+
+/// One `tsdb.retention.rules` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// A series selector: `{__name__=~"debug_.*"}`, `slo_requests_total{env="prod"}`.
+    #[serde(rename = "match")]
+    pub selector: String,
+    #[serde(with = "humantime_serde")]
+    pub time: Duration,
+}
+
+/// The matchers of a series selector (`name{label op "value", …}`).
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+    let expr = promql_parser::parser::parse(s)?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{s:?} is not a series selector"));
+    };
+    if !vs.matchers.or_matchers.is_empty() || vs.offset.is_some() || vs.at.is_some() {
+        return Err(format!("{s:?}: only plain matchers are allowed"));
+    }
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(
+            Matcher::new(MatchOp::Equal, METRIC_NAME, name.as_str()).map_err(|e| e.to_string())?,
+        );
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::Regex,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        out.push(Matcher::new(op, m.name.as_str(), m.value.as_str()).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
 }
 
 /// `tsdb.wal`: the write-ahead log.
@@ -109,6 +159,14 @@ impl TsdbConfig {
                 humantime::format_duration(self.retention.time)
             ));
         }
+        for (i, r) in self.retention.rules.iter().enumerate() {
+            if let Err(e) = parse_selector(&r.selector) {
+                return Err(format!("tsdb.retention.rules[{i}].match: {e}"));
+            }
+            if r.time < Duration::from_secs(60) {
+                return Err(format!("tsdb.retention.rules[{i}].time: shorter than 1m"));
+            }
+        }
         if self.out_of_order_window > self.retention.time {
             return Err("tsdb.out_of_order_window: longer than tsdb.retention.time".to_owned());
         }
@@ -140,8 +198,27 @@ impl TsdbConfig {
     }
 
     pub(crate) fn retention_ms(&self) -> i64 {
-        i64::try_from(self.retention.time.as_millis()).unwrap_or(i64::MAX)
+        ms(self.retention.time)
     }
+
+    /// The valid retention rules as matchers and milliseconds.
+    pub(crate) fn retention_rules(&self) -> Vec<(Vec<Matcher>, i64)> {
+        self.retention
+            .rules
+            .iter()
+            .filter_map(|r| match parse_selector(&r.selector) {
+                Ok(m) => Some((m, ms(r.time))),
+                Err(e) => {
+                    tracing::error!(selector = %r.selector, error = %e, "tsdb: ignoring a retention rule");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -159,7 +236,9 @@ mod tests {
         assert_eq!(c.limits.max_series_per_metric, 10);
         assert_eq!(c.limits.max_labels_per_series, 30);
         c.validate().unwrap();
-        assert!(serde_yaml_ng::from_str::<TsdbConfig>("retention: {size: 1}").is_err());
+        assert!(serde_yaml_ng::from_str::<TsdbConfig>("retention: {bytes: 1}").is_err());
+        let c: TsdbConfig = serde_yaml_ng::from_str("retention: {size: 10GiB}").unwrap();
+        assert_eq!(c.retention.size, ByteSize::gib(10));
         let bad = TsdbConfig {
             out_of_order_window: Duration::from_secs(40 * 86400),
             ..TsdbConfig::default()
@@ -170,5 +249,20 @@ mod tests {
                 .starts_with("tsdb.out_of_order_window: ")
         );
         TsdbConfig::default().validate().unwrap();
+        let c: TsdbConfig = serde_yaml_ng::from_str(
+            "retention:\n  rules:\n  - {match: 'debug_total{env=~\"dev|test\"}', time: 1d}\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let rules = c.retention_rules();
+        assert_eq!(rules[0].0.len(), 2);
+        assert_eq!(rules[0].1, 86_400_000);
+        let mut bad = c.clone();
+        bad.retention.rules[0].selector = "rate(x[5m])".into();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.retention.rules[0].match: ")
+        );
     }
 }

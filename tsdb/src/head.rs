@@ -19,7 +19,7 @@ pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
 pub(crate) use index::SeriesId;
 use index::{Index, Symbols};
 use series::Placed;
-pub(crate) use series::{ClosedChunk, MemSeries};
+pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
 use crate::config::{Limits, TsdbConfig};
 use crate::labels::{Labels, METRIC_NAME};
@@ -40,10 +40,17 @@ pub(crate) struct Appended {
 pub(crate) struct Head {
     ooo_window: i64,
     retention: i64,
+    /// Per-metric retention rules: matchers and milliseconds, first match wins.
+    rules: Vec<(Vec<Matcher>, i64)>,
+    /// The longest retention of all (samples older than that behind the newest are refused).
+    max_retention: i64,
     limits: Limits,
     store: Arc<ChunkStore>,
     symbols: Symbols,
-    by_labels: HashMap<Labels, SeriesId>,
+    /// Series by the hash of their labels ([`labels_hash`]); the rare second series with the
+    /// same hash is in `collisions`. Keeps one copy of each label set (in its series).
+    by_hash: HashMap<u64, SeriesId>,
+    collisions: HashMap<Labels, SeriesId>,
     series: Vec<Option<MemSeries>>,
     index: Index,
     per_metric: HashMap<Arc<str>, usize>,
@@ -51,6 +58,18 @@ pub(crate) struct Head {
     /// per-series time checks.
     min_t: i64,
     max_t: i64,
+}
+
+/// A 64-bit hash of a label set (xxh3 of its names and values with separators).
+fn labels_hash(labels: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for l in labels.iter() {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// Why a label set is invalid, if it is.
@@ -91,10 +110,19 @@ impl Head {
         Head {
             ooo_window: cfg.ooo_window_ms(),
             retention: cfg.retention_ms(),
+            rules: cfg.retention_rules(),
+            max_retention: cfg
+                .retention_rules()
+                .iter()
+                .map(|r| r.1)
+                .chain([cfg.retention_ms()])
+                .max()
+                .unwrap_or(i64::MAX),
             limits: cfg.limits.clone(),
             store,
             symbols: Symbols::default(),
-            by_labels: HashMap::new(),
+            by_hash: HashMap::new(),
+            collisions: HashMap::new(),
             series: Vec::new(),
             index: Index::default(),
             per_metric: HashMap::new(),
@@ -142,7 +170,7 @@ impl Head {
         let too_old_before = if self.max_t == i64::MIN {
             i64::MIN
         } else {
-            self.max_t.saturating_sub(self.retention)
+            self.max_t.saturating_sub(self.max_retention)
         };
         for s in batch {
             if s.samples.is_empty() {
@@ -155,7 +183,7 @@ impl Head {
                 }
                 continue;
             }
-            let mut id = self.by_labels.get(&s.labels).copied();
+            let mut id = self.lookup(&s.labels);
             for p in &s.samples {
                 if p.t < too_old_before {
                     out.report.reject(RejectReason::TooOld, || {
@@ -218,6 +246,15 @@ impl Head {
         out
     }
 
+    /// The id of the series with exactly these labels.
+    fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        let id = *self.by_hash.get(&labels_hash(labels))?;
+        if self.get(id).is_some_and(|s| s.labels == *labels) {
+            return Some(id);
+        }
+        self.collisions.get(labels).copied()
+    }
+
     fn labels_of(&self, id: SeriesId) -> Labels {
         self.series
             .get(id as usize)
@@ -250,7 +287,7 @@ impl Head {
 
     /// Adds a series under `id` (new, replayed or loaded from a checkpoint).
     pub(crate) fn insert_series(&mut self, id: SeriesId, mut series: MemSeries) {
-        if let Some(old) = self.by_labels.get(&series.labels).copied() {
+        if let Some(old) = self.lookup(&series.labels) {
             if old == id {
                 return;
             }
@@ -265,7 +302,15 @@ impl Head {
             *self.per_metric.entry(Arc::from(name)).or_default() += 1;
         }
         self.index.add(id, &series.labels);
-        self.by_labels.insert(series.labels.clone(), id);
+        let h = labels_hash(&series.labels);
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(series.labels.clone(), id);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+        }
         self.series[i] = Some(series);
     }
 
@@ -274,7 +319,22 @@ impl Head {
             return;
         };
         self.index.remove(id, &series.labels);
-        self.by_labels.remove(&series.labels);
+        let h = labels_hash(&series.labels);
+        if self.by_hash.get(&h) == Some(&id) {
+            self.by_hash.remove(&h);
+            // A colliding series takes the hash's main slot.
+            let moved = self
+                .collisions
+                .iter()
+                .find(|(l, _)| labels_hash(l) == h)
+                .map(|(l, i)| (l.clone(), *i));
+            if let Some((l, i)) = moved {
+                self.collisions.remove(&l);
+                self.by_hash.insert(h, i);
+            }
+        } else {
+            self.collisions.remove(&series.labels);
+        }
         if let Some(name) = series.labels.metric_name()
             && let Some(n) = self.per_metric.get_mut(name)
         {
@@ -346,9 +406,33 @@ impl Head {
         if self.max_t == i64::MIN {
             return 0;
         }
-        let cutoff = self.max_t.saturating_sub(self.retention);
+        if self.rules.is_empty() {
+            return self.drop_before(self.max_t.saturating_sub(self.retention));
+        }
+        // Each series' cutoff: the first rule matching it, else the default.
+        let mut cutoffs: HashMap<SeriesId, i64> = HashMap::new();
+        for (matchers, keep) in &self.rules {
+            for id in self.index.select(matchers) {
+                cutoffs
+                    .entry(id)
+                    .or_insert(self.max_t.saturating_sub(*keep));
+            }
+        }
+        let default = self.max_t.saturating_sub(self.retention);
+        self.drop_where(|id| cutoffs.get(&id).copied().unwrap_or(default))
+    }
+
+    /// Drops whole chunks that end before `cutoff`; returns how many series were removed.
+    pub(crate) fn drop_before(&mut self, cutoff: i64) -> usize {
+        self.drop_where(|_| cutoff)
+    }
+
+    /// Drops whole chunks that end before each series' cutoff; returns how many series were
+    /// removed.
+    fn drop_where(&mut self, cutoff_of: impl Fn(SeriesId) -> i64) -> usize {
         let mut emptied = Vec::new();
         for (i, s) in self.series.iter_mut().enumerate() {
+            let cutoff = cutoff_of(i as SeriesId);
             if let Some(s) = s
                 && s.min_time().is_some_and(|m| m < cutoff)
                 && s.truncate_before(cutoff)
@@ -364,6 +448,29 @@ impl Head {
             self.symbols.gc();
         }
         n
+    }
+
+    /// Oldest sample time and the bytes of the compressed chunks (in files or memory).
+    pub(crate) fn usage(&self) -> (Option<i64>, u64) {
+        let mut min: Option<i64> = None;
+        let mut bytes = 0u64;
+        for (_, s) in self.iter_series() {
+            if let Some(m) = s.min_time() {
+                min = Some(min.map_or(m, |x| x.min(m)));
+            }
+            bytes += s.chunk_bytes();
+        }
+        (min, bytes)
+    }
+
+    /// The earliest time at which a series' oldest chunk ends.
+    pub(crate) fn first_chunk_end(&self) -> Option<i64> {
+        self.iter_series()
+            .filter_map(|(_, s)| match s.closed.first() {
+                Some(c) => Some(c.max_t),
+                None => s.last.map(|l| l.t),
+            })
+            .min()
     }
 
     /// Folds every out-of-order buffer into its chunks (before a checkpoint).
@@ -387,6 +494,8 @@ impl Head {
         self.series.get(id as usize).and_then(Option::as_ref)
     }
 
+    /// Selects under the caller's lock (tests; the store decodes without it).
+    #[cfg(test)]
     pub(crate) fn select(
         &self,
         matchers: &[Matcher],
@@ -394,21 +503,32 @@ impl Head {
         maxt: i64,
     ) -> io::Result<Vec<SeriesSamples>> {
         let mut out = Vec::new();
-        for s in self
-            .matching(matchers)
-            .into_iter()
-            .filter_map(|id| self.get(id))
-        {
-            let samples = s.samples(&self.store, mint, maxt)?;
+        for (labels, snap) in self.snapshots(matchers, mint, maxt) {
+            let samples = snap.samples(&self.store)?;
             if !samples.is_empty() {
-                out.push(SeriesSamples {
-                    labels: s.labels.clone(),
-                    samples,
-                });
+                out.push(SeriesSamples { labels, samples });
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+
+    /// The matching series with what reading `mint..=maxt` of them needs, for decoding
+    /// without the head's lock ([`Snapshot::samples`] with [`Head::store`]).
+    pub(crate) fn snapshots(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, Snapshot)> {
+        self.matching(matchers)
+            .into_iter()
+            .filter_map(|id| self.get(id))
+            .filter(|s| {
+                s.last.is_some_and(|l| l.t >= mint) && s.min_time().is_some_and(|m| m <= maxt)
+            })
+            .map(|s| (s.labels.clone(), s.snapshot(mint, maxt)))
+            .collect()
     }
 
     fn matching_in_range(

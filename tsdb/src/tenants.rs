@@ -91,9 +91,10 @@ impl DiskTenants {
             let stores = stores.clone();
             let stop = stop.clone();
             let every = cfg.wal.checkpoint_interval;
+            let size = cfg.retention.size.as_u64();
             std::thread::Builder::new()
                 .name("tsdb-checkpoint".into())
-                .spawn(move || checkpoint_loop(&stores, &stop, every))
+                .spawn(move || checkpoint_loop(&stores, &stop, every, size))
                 .map_err(TsdbError::io(&root))?
         };
         Ok(DiskTenants {
@@ -178,6 +179,7 @@ fn checkpoint_loop(
     stores: &RwLock<HashMap<String, Arc<Tsdb>>>,
     stop: &Stop,
     every: std::time::Duration,
+    size: u64,
 ) {
     loop {
         {
@@ -196,12 +198,62 @@ fn checkpoint_loop(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        for (tenant, db) in all {
+        for (tenant, db) in &all {
             if let Err(e) = db.checkpoint() {
                 tracing::error!(tenant = %tenant, error = %e, "tsdb: checkpoint failed");
             }
         }
+        if size > 0
+            && let Err(e) = enforce_size(&all, size)
+        {
+            tracing::error!(error = %e, "tsdb: size retention failed");
+        }
     }
+}
+
+/// Rounds of size retention per checkpoint round.
+const SIZE_ROUNDS: usize = 20;
+
+/// Drops the oldest data of all tenants until they use at most `size` bytes: each round drops
+/// the chunks ending in the oldest 5 % of the stored time span (at least one minute).
+pub(crate) fn enforce_size(all: &[(String, Arc<Tsdb>)], size: u64) -> Result<(), TsdbError> {
+    for _ in 0..SIZE_ROUNDS {
+        let mut total = 0u64;
+        let mut oldest: Option<i64> = None;
+        // The earliest end of a series' first chunk: a cutoff past it frees at least a chunk.
+        let mut first_end = i64::MAX;
+        for (_, db) in all {
+            let (min, bytes) = db.usage()?;
+            total += bytes;
+            if let Some(m) = min {
+                oldest = Some(oldest.map_or(m, |o| o.min(m)));
+            }
+            first_end = first_end.min(db.first_chunk_end().unwrap_or(i64::MAX));
+        }
+        let Some(oldest) = oldest else {
+            return Ok(());
+        };
+        if total <= size {
+            return Ok(());
+        }
+        let newest = all
+            .iter()
+            .filter_map(|(_, db)| db.newest())
+            .max()
+            .unwrap_or(oldest);
+        let step = ((newest - oldest) / 20).max(60_000);
+        let cutoff = oldest.saturating_add(step).max(first_end.saturating_add(1));
+        tracing::info!(
+            bytes = total,
+            limit = size,
+            cutoff,
+            "tsdb: size retention drops old data"
+        );
+        for (_, db) in all {
+            db.drop_before(cutoff)?;
+        }
+    }
+    Ok(())
 }
 
 impl Tenants for DiskTenants {
@@ -224,5 +276,96 @@ mod tests {
             );
             assert_eq!(tenant_from_dir_name(&d).as_deref(), Some(t));
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::storage::{MatchOp, Matcher, Queryable, Sample, SeriesSamples};
+
+    fn write(t: &DiskTenants, org: &str, name: &str) {
+        let batch = [SeriesSamples {
+            labels: Labels::from_pairs([("__name__", name)]),
+            samples: vec![Sample { t: 1000, v: 1.0 }],
+        }];
+        let r = t.tenant(org).unwrap().append(&batch).unwrap();
+        assert_eq!(r.accepted, 1);
+    }
+
+    fn names(t: &DiskTenants, org: &str) -> Vec<String> {
+        let m = Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap();
+        t.tenant(org)
+            .unwrap()
+            .label_values("__name__", &[m], i64::MIN, i64::MAX)
+            .unwrap()
+    }
+
+    #[test]
+    fn size_retention_drops_the_oldest_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+        for org in ["a", "b"] {
+            let batch: Vec<SeriesSamples> = (0..20)
+                .map(|i| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]),
+                    samples: (0..2400)
+                        .map(|k| Sample {
+                            t: k * 15_000,
+                            v: (k * 17 % 1000) as f64,
+                        })
+                        .collect(),
+                })
+                .collect();
+            t.tenant(org).unwrap().append(&batch).unwrap();
+        }
+        let all: Vec<(String, Arc<Tsdb>)> = ["a", "b"]
+            .iter()
+            .map(|o| (o.to_string(), t.store(o).unwrap()))
+            .collect();
+        for (_, db) in &all {
+            db.checkpoint().unwrap();
+        }
+        let before: u64 = all.iter().map(|(_, db)| db.usage().unwrap().1).sum();
+        enforce_size(&all, before / 2).unwrap();
+        let after: u64 = all.iter().map(|(_, db)| db.usage().unwrap().1).sum();
+        assert!(after <= before / 2, "{after} > {}", before / 2);
+        for (_, db) in &all {
+            let (min, _) = db.usage().unwrap();
+            assert!(min.unwrap() > 0, "the oldest data went");
+            let m = Matcher::new(MatchOp::Equal, "__name__", "m").unwrap();
+            let got = db.select(&[m], i64::MIN, i64::MAX).unwrap();
+            assert_eq!(got.len(), 20);
+            assert_eq!(
+                got[0].samples.last().unwrap().t,
+                2399 * 15_000,
+                "the newest stays"
+            );
+        }
+    }
+
+    #[test]
+    fn tenants_are_isolated_and_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+            write(&t, "team-a", "a_metric");
+            write(&t, "team/b", "b_metric");
+            assert_eq!(names(&t, "team-a"), ["a_metric"]);
+            assert_eq!(names(&t, "team/b"), ["b_metric"]);
+            t.close().unwrap();
+        }
+        assert!(tmp.path().join("tsdb/team-a/wal").is_dir());
+        // Without a clean close (the WAL alone) as well.
+        {
+            let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+            assert_eq!(t.tenant_ids(), ["team-a", "team/b"]);
+            write(&t, "team-a", "a_late");
+        }
+        let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+        assert_eq!(names(&t, "team-a"), ["a_late", "a_metric"]);
+        assert_eq!(names(&t, "team/b"), ["b_metric"]);
+        assert!(names(&t, "new").is_empty());
     }
 }

@@ -7,6 +7,7 @@
 mod checkpoint;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::TsdbConfig;
@@ -51,6 +52,9 @@ impl From<WalError> for StorageError {
     }
 }
 
+/// Series or samples per WAL record.
+const RECORD_ITEMS: usize = 20_000;
+
 /// A tenant's persistent store.
 #[derive(Debug)]
 pub struct Tsdb {
@@ -59,6 +63,8 @@ pub struct Tsdb {
     wal: Wal,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// A WAL write failed after the head changed: the next write checkpoints first.
+    wal_behind: AtomicBool,
 }
 
 impl Tsdb {
@@ -118,6 +124,7 @@ impl Tsdb {
             head: RwLock::new(head),
             wal,
             checkpointing: Mutex::new(()),
+            wal_behind: AtomicBool::new(false),
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;
@@ -138,7 +145,7 @@ impl Tsdb {
     /// and checkpoints it supersedes.
     pub fn checkpoint(&self) -> Result<(), TsdbError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
-        let res = self.checkpoint_inner();
+        let res = self.checkpoint_inner(None);
         let result = if res.is_ok() { "ok" } else { "error" };
         crate::metrics::CHECKPOINTS
             .with_label_values(&[result])
@@ -146,7 +153,30 @@ impl Tsdb {
         res
     }
 
-    fn checkpoint_inner(&self) -> Result<(), TsdbError> {
+    /// Drops the chunks that end before `cutoff` (size retention) and checkpoints.
+    pub fn drop_before(&self, cutoff: i64) -> Result<(), TsdbError> {
+        let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
+        self.checkpoint_inner(Some(cutoff))
+    }
+
+    /// Oldest sample time and the bytes the store uses: compressed chunks, WAL segments and
+    /// the checkpoint (dead space in chunk files is not counted: it is freed with its file).
+    pub fn usage(&self) -> Result<(Option<i64>, u64), TsdbError> {
+        let (min, chunks) = self.read().usage();
+        let mut files = 0u64;
+        for dir in [self.dir.clone(), self.dir.join("wal")] {
+            for e in std::fs::read_dir(&dir).map_err(TsdbError::io(&dir))? {
+                let e = e.map_err(TsdbError::io(&dir))?;
+                let meta = e.metadata().map_err(TsdbError::io(&dir))?;
+                if meta.is_file() {
+                    files += meta.len();
+                }
+            }
+        }
+        Ok((min, chunks + files))
+    }
+
+    fn checkpoint_inner(&self, cutoff: Option<i64>) -> Result<(), TsdbError> {
         let started = std::time::Instant::now();
         let (segment, data, live, current_file, store, series) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +184,9 @@ impl Tsdb {
             // Retention drops whole chunks; it is not logged, so it runs only here, where the
             // checkpoint records its result before the WAL that preceded it is removed.
             head.apply_retention();
+            if let Some(cutoff) = cutoff {
+                head.drop_before(cutoff);
+            }
             head.merge_ooo();
             crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
             let segment = self.wal.cut()?;
@@ -181,6 +214,17 @@ impl Tsdb {
         Ok(())
     }
 
+    /// The earliest time at which a series' oldest chunk ends.
+    pub fn first_chunk_end(&self) -> Option<i64> {
+        self.read().first_chunk_end()
+    }
+
+    /// The newest sample time.
+    pub fn newest(&self) -> Option<i64> {
+        let (_, max) = self.read().bounds();
+        (max != i64::MIN).then_some(max)
+    }
+
     /// Checkpoints for a fast next start.
     pub fn close(&self) -> Result<(), TsdbError> {
         self.checkpoint()
@@ -191,18 +235,61 @@ impl Tsdb {
     }
 }
 
+impl Tsdb {
+    /// After a failed WAL write the head holds changes the WAL lacks (and re-sent samples
+    /// would be acknowledged as duplicates): a checkpoint makes the head durable again. Until
+    /// one succeeds, writes are refused.
+    fn recover(&self, e: WalError) -> Result<(), StorageError> {
+        self.wal_behind.store(true, Ordering::SeqCst);
+        tracing::error!(dir = %self.dir.display(), error = %e,
+            "tsdb: wal write failed; checkpointing the head");
+        self.ensure_durable_head()
+            .map_err(|ce| StorageError::Internal(format!("{e}; then {ce}")))
+    }
+
+    fn ensure_durable_head(&self) -> Result<(), StorageError> {
+        if !self.wal_behind.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.checkpoint() {
+            Ok(()) => {
+                self.wal_behind.store(false, Ordering::SeqCst);
+                tracing::info!(dir = %self.dir.display(), "tsdb: head durable again");
+                Ok(())
+            }
+            Err(e) => Err(StorageError::Internal(format!(
+                "not writable until a checkpoint succeeds: {e}"
+            ))),
+        }
+    }
+}
+
 fn read_error(e: std::io::Error) -> StorageError {
     StorageError::Internal(format!("reading chunks: {e}"))
 }
 
 impl Queryable for Tsdb {
+    /// Copies the matching chunk references under the head's read lock and decodes after
+    /// releasing it, so long queries do not hold up appends.
     fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        self.read().select(matchers, mint, maxt).map_err(read_error)
+        let (snapshots, store) = {
+            let head = self.read();
+            (head.snapshots(matchers, mint, maxt), head.store())
+        };
+        let mut out = Vec::with_capacity(snapshots.len());
+        for (labels, snap) in snapshots {
+            let samples = snap.samples(&store).map_err(read_error)?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples { labels, samples });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
     }
 
     fn series(
@@ -242,23 +329,34 @@ impl Queryable for Tsdb {
 
 impl Appendable for Tsdb {
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+        self.ensure_durable_head()?;
         let (report, seq, error) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
             let out = head.append(batch);
             crate::metrics::HEAD_SERIES.add(head.num_series() as i64 - before as i64);
             let mut framed = Vec::new();
-            if !out.new_series.is_empty() {
-                wal::frame(&Record::Series(out.new_series), &mut framed);
+            // Bounded records: a huge batch is several frames (all in one group commit).
+            for part in out.new_series.chunks(RECORD_ITEMS) {
+                wal::frame(&Record::Series(part.to_vec()), &mut framed);
             }
-            if !out.samples.is_empty() {
-                wal::frame(&Record::Samples(out.samples), &mut framed);
+            for part in out.samples.chunks(RECORD_ITEMS) {
+                wal::frame(&Record::Samples(part.to_vec()), &mut framed);
             }
-            let seq = (!framed.is_empty()).then(|| self.wal.enqueue(&framed));
+            // Without records of its own (only re-delivered samples), the batch waits for
+            // the records before it: a duplicate is acknowledged only once its original is
+            // durable.
+            let seq = if framed.is_empty() {
+                self.wal.last_enqueued()
+            } else {
+                self.wal.enqueue(&framed)
+            };
             (out.report, seq, out.error)
         };
-        if let Some(seq) = seq {
-            self.wal.wait_durable(seq)?;
+        if seq > 0
+            && let Err(e) = self.wal.wait_durable(seq)
+        {
+            self.recover(e)?;
         }
         if let Some(e) = error {
             // What was stored is durable; the client retries the batch (re-delivered samples
@@ -271,6 +369,7 @@ impl Appendable for Tsdb {
     }
 
     fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError> {
+        self.ensure_durable_head()?;
         let seq = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
@@ -284,7 +383,9 @@ impl Appendable for Tsdb {
             wal::frame(&Record::Delete { ids, mint, maxt }, &mut framed);
             (self.wal.enqueue(&framed), res)
         };
-        self.wal.wait_durable(seq.0)?;
+        if let Err(e) = self.wal.wait_durable(seq.0) {
+            self.recover(e)?;
+        }
         seq.1.map_err(read_error)
     }
 }

@@ -71,6 +71,9 @@ struct Io {
     seg: u64,
     size: u64,
     durable_seq: u64,
+    /// Sequence ranges `(after, upto]` whose write failed: their appenders get the error even
+    /// when a later flush succeeds.
+    lost: Vec<(u64, u64)>,
     failed: Option<String>,
 }
 
@@ -177,6 +180,7 @@ impl Wal {
                 seg,
                 size: 0,
                 durable_seq: 0,
+                lost: Vec::new(),
                 failed: None,
             }),
         })
@@ -190,6 +194,14 @@ impl Wal {
         p.last_seq
     }
 
+    /// The sequence number of the last queued records (0: none yet).
+    pub(crate) fn last_enqueued(&self) -> u64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_seq
+    }
+
     /// Returns once the records of `seq` are written and fdatasync'ed (with everything queued
     /// before them).
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
@@ -197,10 +209,19 @@ impl Wal {
         if let Some(f) = &io.failed {
             return Err(WalError::Failed(f.clone()));
         }
-        if io.durable_seq >= seq {
+        let lost = |io: &Io| io.lost.iter().any(|(a, b)| seq > *a && seq <= *b);
+        if !lost(&io) && io.durable_seq >= seq {
             return Ok(());
         }
-        self.flush(&mut io)
+        if !lost(&io) {
+            self.flush(&mut io)?;
+        }
+        if lost(&io) {
+            return Err(WalError::Failed(
+                "a group commit with these records failed".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Writes and syncs every queued record.
@@ -213,8 +234,13 @@ impl Wal {
             io.durable_seq = last_seq;
             return Ok(());
         }
-        if io.size > 0 && io.size + buf.len() as u64 > self.segment_size {
-            self.rotate(io)?;
+        if io.size > 0
+            && io.size + buf.len() as u64 > self.segment_size
+            && let Err(e) = self.rotate(io)
+        {
+            io.lost.push((io.durable_seq, last_seq));
+            crate::metrics::WAL_FAILURES.inc();
+            return Err(e);
         }
         let path = segment_path(&self.dir, io.seg);
         let res = io.file.write_all(&buf).and_then(|()| io.file.sync_data());
@@ -225,6 +251,7 @@ impl Wal {
             if undo.is_err() {
                 io.failed = Some(e.to_string());
             }
+            io.lost.push((io.durable_seq, last_seq));
             crate::metrics::WAL_FAILURES.inc();
             return Err(WalError::Io { path, source: e });
         }

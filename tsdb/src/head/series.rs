@@ -44,6 +44,47 @@ fn decode_all(chunks: &[ClosedChunk], store: &ChunkStore) -> io::Result<Vec<Samp
     Ok(out)
 }
 
+/// The chunks of one series overlapping a time range (see [`MemSeries::snapshot`]).
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    mint: i64,
+    maxt: i64,
+    closed: Vec<ClosedChunk>,
+    open: Option<Chunk>,
+    ooo: Vec<Sample>,
+}
+
+impl Snapshot {
+    /// Decodes the samples in the range. A chunk whose file retention removed meanwhile is
+    /// skipped (its samples are gone).
+    pub(crate) fn samples(&self, store: &ChunkStore) -> io::Result<Vec<Sample>> {
+        let (mint, maxt) = (self.mint, self.maxt);
+        let mut out = Vec::new();
+        for c in &self.closed {
+            let b = match store.get(&c.data) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let r = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let mut it = r.iter();
+            if let Some(s) = it.seek(mint) {
+                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
+            }
+        }
+        if let Some(open) = &self.open {
+            let mut it = open.iter();
+            if let Some(s) = it.seek(mint) {
+                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
+            }
+        }
+        if !self.ooo.is_empty() {
+            out = merge(out, &self.ooo);
+        }
+        Ok(out)
+    }
+}
+
 /// Where an appended sample went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placed {
@@ -95,6 +136,19 @@ impl MemSeries {
         }
     }
 
+    /// Bytes of the compressed chunks (and 16 per buffered out-of-order sample).
+    pub(crate) fn chunk_bytes(&self) -> u64 {
+        let closed: u64 = self
+            .closed
+            .iter()
+            .map(|c| match &c.data {
+                ChunkData::Mem(b) => b.len() as u64,
+                ChunkData::Disk(r) => u64::from(r.len),
+            })
+            .sum();
+        closed + self.open.size() as u64 + 16 * self.ooo.len() as u64
+    }
+
     pub(crate) fn chunk_count(&self) -> usize {
         self.closed.len() + usize::from(!self.open.is_empty())
     }
@@ -127,11 +181,13 @@ impl MemSeries {
         if t == last.t {
             return Ok(same(last.v));
         }
-        if check_window && t < last.t.saturating_sub(window) {
-            return Ok(Placed::TooOld);
-        }
+        // A stored sample re-delivered (at-least-once consumers, retrying senders) is accepted
+        // however old; only new samples must be inside the window.
         if let Some(old) = self.value_at(store, t)? {
             return Ok(same(old));
+        }
+        if check_window && t < last.t.saturating_sub(window) {
+            return Ok(Placed::TooOld);
         }
         let i = self.ooo.partition_point(|s| s.t < t);
         self.ooo.insert(i, Sample { t, v });
@@ -217,31 +273,26 @@ impl MemSeries {
         mint: i64,
         maxt: i64,
     ) -> io::Result<Vec<Sample>> {
-        let mut out = Vec::new();
+        self.snapshot(mint, maxt).samples(store)
+    }
+
+    /// What a read of `mint..=maxt` needs, copied so that it can be decoded without the
+    /// head's lock.
+    pub(crate) fn snapshot(&self, mint: i64, maxt: i64) -> Snapshot {
         let from = self.closed.partition_point(|c| c.max_t < mint);
-        for c in &self.closed[from..] {
-            if c.min_t > maxt {
-                break;
-            }
-            let b = store.get(&c.data)?;
-            let r = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let mut it = r.iter();
-            if let Some(s) = it.seek(mint) {
-                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
-            }
-        }
-        if !self.open.is_empty() && self.open.min_time() <= maxt && self.open.max_time() >= mint {
-            let mut it = self.open.iter();
-            if let Some(s) = it.seek(mint) {
-                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
-            }
-        }
+        let to = from + self.closed[from..].partition_point(|c| c.min_t <= maxt);
+        let open =
+            (!self.open.is_empty() && self.open.min_time() <= maxt && self.open.max_time() >= mint)
+                .then(|| self.open.clone());
         let lo = self.ooo.partition_point(|s| s.t < mint);
         let hi = self.ooo.partition_point(|s| s.t <= maxt);
-        if lo < hi {
-            out = merge(out, &self.ooo[lo..hi]);
+        Snapshot {
+            mint,
+            maxt,
+            closed: self.closed[from..to].to_vec(),
+            open,
+            ooo: self.ooo[lo..hi.max(lo)].to_vec(),
         }
-        Ok(out)
     }
 
     /// Whether any sample lies in `mint..=maxt`.

@@ -42,7 +42,8 @@ fn out_of_order_window_and_duplicates() {
     let r = h.append(&batch(&a, &[(90 * min, 0.1)])).report;
     assert_eq!(r.rejected.get(&RejectReason::OutOfOrder), Some(&1));
     assert!(r.first_rejection.unwrap().contains("out-of-order window"));
-    // Re-delivery of stored samples (newest and out of order) is accepted and not stored again.
+    // Re-delivery of stored samples (newest and out of order) is accepted and not stored again,
+    // even long after the window.
     let out = h.append(&batch(&a, &[(101 * min, 2.0), (95 * min, 0.5)]));
     assert_eq!((out.report.accepted, out.samples.len()), (2, 0));
     // The same time with another value.
@@ -52,9 +53,14 @@ fn out_of_order_window_and_duplicates() {
     assert_eq!(r.rejected.get(&RejectReason::DuplicateTimestamp), Some(&2));
     // A stale marker is a value like any other, kept bit for bit.
     h.append(&batch(&a, &[(102 * min, crate::storage::stale_nan())]));
+    h.append(&batch(&a, &[(200 * min, 5.0)]));
+    let out = h.append(&batch(&a, &[(100 * min, 1.0)]));
+    assert_eq!((out.report.accepted, out.samples.len()), (1, 0));
+    let r = h.append(&batch(&a, &[(100 * min, 1.5)])).report;
+    assert_eq!(r.rejected.get(&RejectReason::DuplicateTimestamp), Some(&1));
     let got = all(&h, "a");
     let ts: Vec<i64> = got.iter().map(|s| s.t).collect();
-    assert_eq!(ts, [95 * min, 100 * min, 101 * min, 102 * min]);
+    assert_eq!(ts, [95 * min, 100 * min, 101 * min, 102 * min, 200 * min]);
     assert!(crate::storage::is_stale_nan(got[3].v));
 }
 
@@ -171,6 +177,38 @@ fn retention_drops_old_chunks() {
 }
 
 #[test]
+fn per_metric_retention_rules() {
+    let mut c = cfg();
+    c.retention.time = std::time::Duration::from_secs(3600);
+    c.retention.rules = vec![
+        crate::config::RetentionRule {
+            selector: "slo_total".into(),
+            time: std::time::Duration::from_secs(30 * 86400),
+        },
+        crate::config::RetentionRule {
+            selector: "{__name__=~\"debug_.*\"}".into(),
+            time: std::time::Duration::from_secs(600),
+        },
+    ];
+    let mut h = Head::new(&c, Default::default());
+    let samples: Vec<(i64, f64)> = (0..480).map(|i| (i * 15_000, i as f64)).collect();
+    for name in ["slo_total", "debug_x", "other"] {
+        h.append(&batch(&metric(name, &[]), &samples));
+    }
+    h.apply_retention();
+    // 2 h of data in 30-minute chunks: the default hour drops the first chunk (the second
+    // ends at the cutoff), the 10-minute rule all closed ones, the 30-day rule none.
+    assert_eq!(all(&h, "slo_total").len(), 480);
+    assert_eq!(all(&h, "other").len(), 360);
+    assert_eq!(all(&h, "debug_x").len(), 120);
+    // Samples as old as the longest rule allows are accepted.
+    let r = h
+        .append(&batch(&metric("slo_total", &[("a", "b")]), &[(0, 1.0)]))
+        .report;
+    assert_eq!(r.accepted, 1);
+}
+
+#[test]
 fn index_backed_metadata_and_stats() {
     let mut h = Head::new(&cfg(), Default::default());
     h.append(&batch(&metric("a", &[("job", "x")]), &[(10, 1.0)]));
@@ -190,4 +228,154 @@ fn index_backed_metadata_and_stats() {
     assert_eq!(st.series_count_by_metric_name[0], ("a".to_string(), 2));
     assert_eq!((st.min_time, st.max_time), (Some(10), Some(30)));
     assert_eq!(st.num_label_pairs, 5);
+}
+
+/// Scale check, run by hand: `cargo test -p tsdb --release head_at_scale -- --ignored
+/// --nocapture`. Prints resident memory per series and matcher latencies for 1 M series.
+#[test]
+#[ignore]
+fn head_at_scale() {
+    fn rss() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    }
+    let n = 1_000_000u32;
+    let before = rss();
+    let mut h = Head::new(&cfg(), Default::default());
+    let mut build = std::time::Duration::ZERO;
+    let started = std::time::Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let b = std::time::Instant::now();
+        let batch: Vec<SeriesSamples> = chunk
+            .iter()
+            .map(|i| {
+                let pod = format!("pod-{}", i / 10);
+                let l = Labels::from_pairs([
+                    ("__name__", format!("container_metric_{}", i % 10).as_str()),
+                    ("namespace", format!("ns-{}", i % 50).as_str()),
+                    ("pod", pod.as_str()),
+                    ("container", "app"),
+                    ("node", format!("node-{}", i % 100).as_str()),
+                    ("job", "collector"),
+                ]);
+                SeriesSamples {
+                    labels: l,
+                    samples: (0..4)
+                        .map(|k| Sample {
+                            t: k * 15_000,
+                            v: (k * i64::from(*i)) as f64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        build += b.elapsed();
+        assert_eq!(h.append(&batch).report.accepted, batch.len() * 4);
+    }
+    let ingest = started.elapsed() - build;
+    let per_series = (rss() - before) / u64::from(n);
+    let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+    let _ = h.select(&[m(MatchOp::Equal, "pod", "pod-4243")], 0, i64::MAX);
+    let t = std::time::Instant::now();
+    for i in 0..100 {
+        let pod = format!("pod-{}", i * 97);
+        assert_eq!(h.matching(&[m(MatchOp::Equal, "pod", &pod)]).len(), 10);
+    }
+    let eq = t.elapsed() / 100;
+    let pod = h.select(&[m(MatchOp::Equal, "pod", "pod-4242")], 0, i64::MAX);
+    let t = std::time::Instant::now();
+    let re = h.matching(&[
+        m(MatchOp::Equal, "__name__", "container_metric_3"),
+        m(MatchOp::Regex, "namespace", "ns-1.*"),
+        m(MatchOp::NotEqual, "node", "node-3"),
+    ]);
+    let rx = t.elapsed();
+    // Steady state: one more sample for every existing series.
+    let all: Vec<SeriesSamples> = h
+        .select(&[], 0, i64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|s| SeriesSamples {
+            labels: s.labels,
+            samples: vec![Sample { t: 60_000, v: 1.0 }],
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for b in all.chunks(10_000) {
+        h.append(b);
+    }
+    let steady = t.elapsed();
+    println!(
+        "{n} series: ingest (new series, 4 samples each) {ingest:?}, 1 sample to each existing \
+         series {steady:?}, {per_series} bytes RSS/series, pod= select {eq:?} \
+         ({} series), name=,ns=~,node!= {rx:?} ({} ids)",
+        pod.unwrap().len(),
+        re.len()
+    );
+    assert_eq!(h.num_series(), n as usize);
+}
+
+#[test]
+fn series_with_colliding_hashes_stay_distinct() {
+    // Force a collision by registering a second label set under an occupied hash.
+    let mut h = Head::new(&cfg(), Default::default());
+    let a = metric("a", &[]);
+    let b = metric("b", &[]);
+    h.append(&batch(&a, &[(1, 1.0)]));
+    h.append(&batch(&b, &[(1, 2.0)]));
+    let hb = labels_hash(&b);
+    let id_b = h.by_hash.remove(&hb).unwrap();
+    let ha = labels_hash(&a);
+    h.by_hash.insert(hb, h.by_hash[&ha]); // b's hash now points at a
+    h.collisions.insert(b.clone(), id_b);
+    assert_eq!(h.lookup(&b), Some(id_b));
+    assert_eq!(h.append(&batch(&b, &[(2, 3.0)])).report.accepted, 1);
+    assert_eq!(all(&h, "b").len(), 2);
+    assert_eq!(all(&h, "a").len(), 1);
+}
+
+/// Steady-state append cost, run by hand under a profiler:
+/// `cargo test -p tsdb --release steady_appends -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn steady_appends() {
+    let n = 100_000u32;
+    let mut h = Head::new(&cfg(), Default::default());
+    let batches: Vec<Vec<Labels>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| {
+            c.iter()
+                .map(|i| {
+                    Labels::from_pairs([
+                        ("__name__", format!("container_metric_{}", i % 10).as_str()),
+                        ("namespace", format!("ns-{}", i % 50).as_str()),
+                        ("pod", format!("pod-{}", i / 10).as_str()),
+                        ("container", "app"),
+                        ("node", format!("node-{}", i % 100).as_str()),
+                        ("job", "collector"),
+                    ])
+                })
+                .collect()
+        })
+        .collect();
+    let rounds = 60i64;
+    let started = std::time::Instant::now();
+    for r in 0..rounds {
+        for b in &batches {
+            let batch: Vec<SeriesSamples> = b
+                .iter()
+                .map(|l| SeriesSamples {
+                    labels: l.clone(),
+                    samples: vec![Sample {
+                        t: r * 15_000,
+                        v: (r * 1000) as f64,
+                    }],
+                })
+                .collect();
+            h.append(&batch);
+        }
+    }
+    let per = started.elapsed() / (rounds as u32 * n);
+    println!("{per:?} per sample ({n} series)");
 }

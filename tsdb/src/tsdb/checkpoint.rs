@@ -23,11 +23,19 @@ pub(crate) fn path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{segment:08}"))
 }
 
-/// Checkpoints in `dir` by segment, ascending.
+/// Checkpoints in `dir` by segment, ascending; removes temporary files of interrupted ones.
 pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, TsdbError> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(TsdbError::io(dir))? {
         let e = e.map_err(TsdbError::io(dir))?;
+        let name = e.file_name();
+        if let Some(n) = name.to_str()
+            && n.starts_with(PREFIX)
+            && n.ends_with(".tmp")
+        {
+            fs::remove_file(e.path()).map_err(TsdbError::io(&e.path()))?;
+            continue;
+        }
         if let Some(n) = e
             .file_name()
             .to_str()
