@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use promql_parser::parser::{AtModifier, Expr};
 use tsdb::labels::Labels;
 use tsdb::promql::{
-    QueryError, QueryOptions, QueryOutput, Value, instant_query_expr, range_query_expr,
+    QueryError, QueryOptions, QueryOutput, Value, instant_query_parsed, parse_query,
+    range_query_parsed,
 };
 use tsdb::storage::{MemStorage, Queryable};
 
@@ -280,17 +281,18 @@ fn at_modifier_cases(expr: &Expr, t: i64) -> Option<Vec<(Expr, i64)>> {
 }
 
 fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(), String> {
-    let expr = match promql_parser::parser::parse(&e.expr) {
+    let parsed = match parse_query(&e.expr) {
         Ok(x) => x,
-        Err(msg) => {
+        Err(err) => {
             return match &e.fail {
-                Some(m) => check_fail(m, &msg),
-                None => Err(format!("parse error: {msg}")),
+                Some(m) => check_fail(m, &err.to_string()),
+                None => Err(format!("parse error: {err}")),
             };
         }
     };
+    let expr = &parsed.expr;
     if e.is_range {
-        let res = range_query_expr(store, &expr, e.start, e.end, e.step, opts);
+        let res = range_query_parsed(store, &parsed, e.start, e.end, e.step, opts);
         let out = match handle_result(e, res)? {
             Some(o) => o,
             None => return Ok(()),
@@ -298,9 +300,13 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         check_annotations(e, &out)?;
         return compare(e, &out.value);
     }
-    let mut cases = vec![(expr.clone(), e.eval_t)];
-    if let Some(more) = at_modifier_cases(&expr, e.eval_t) {
-        cases.extend(more);
+    let mut cases = vec![(parsed.clone(), e.eval_t)];
+    if let Some(more) = at_modifier_cases(expr, e.eval_t) {
+        cases.extend(more.into_iter().map(|(x, t)| {
+            let mut p = parsed.clone();
+            p.expr = x;
+            (p, t)
+        }));
     }
     for (i, (x, t)) in cases.iter().enumerate() {
         let tag = if i == 0 {
@@ -308,7 +314,7 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         } else {
             format!(" [@ case at {t}ms]")
         };
-        let res = instant_query_expr(store, x, *t, opts);
+        let res = instant_query_parsed(store, x, *t, opts);
         let Some(out) = handle_result(e, res).map_err(|m| format!("{m}{tag}"))? else {
             continue;
         };
@@ -323,7 +329,7 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         {
             continue;
         }
-        let rr = range_query_expr(store, x, t - 60_000, t + 60_000, 60_000, opts)
+        let rr = range_query_parsed(store, x, t - 60_000, t + 60_000, 60_000, opts)
             .map_err(|err| format!("error in range mode{tag}: {err}"))?;
         let Value::Matrix(m) = rr.value else {
             return Err(format!("range mode returned a {}", rr.value.type_name()));

@@ -9,9 +9,10 @@ mod binary;
 mod eval;
 mod functions;
 mod heap;
+mod literals;
 pub mod value;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -88,8 +89,21 @@ pub enum QueryError {
 /// Subquery step when none is given (Prometheus's default evaluation interval).
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
-fn parse(expr: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(expr).map_err(QueryError::BadData)
+/// A parsed query: the `promql-parser` AST (which callers may rewrite, e.g. to add `@`
+/// modifiers) and what the AST cannot hold about the query text.
+#[derive(Clone, Debug)]
+pub struct ParsedQuery {
+    pub expr: Expr,
+    /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
+    invalid_utf8: Vec<(String, String)>,
+}
+
+/// Parses a query; syntax errors are [`QueryError::BadData`].
+pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
+    Ok(ParsedQuery {
+        expr: promql_parser::parser::parse(text).map_err(QueryError::BadData)?,
+        invalid_utf8: literals::invalid_utf8_literals(text),
+    })
 }
 
 /// Evaluates `expr` at `t` (milliseconds since the epoch).
@@ -99,7 +113,7 @@ pub fn instant_query(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    instant_query_expr(q, &parse(expr)?, t, opts)
+    instant_query_parsed(q, &parse_query(expr)?, t, opts)
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -112,7 +126,7 @@ pub fn range_query(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    range_query_expr(q, &parse(expr)?, start, end, step, opts)
+    range_query_parsed(q, &parse_query(expr)?, start, end, step, opts)
 }
 
 /// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
@@ -128,7 +142,7 @@ fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
         let l = if s.drop_name {
             s.labels.without(is_metadata_label)
         } else {
-            s.labels
+            Arc::unwrap_or_clone(s.labels)
         };
         if !seen.insert(l.clone()) {
             return Err(QueryError::Execution(
@@ -140,15 +154,17 @@ fn finish_vector(v: Vec<Sample>) -> Result<Vec<(Labels, f64)>, QueryError> {
     Ok(out)
 }
 
-/// [`instant_query`] on an already parsed expression.
-pub fn instant_query_expr(
+/// [`instant_query`] on a parsed query.
+pub fn instant_query_parsed(
     q: &dyn Queryable,
-    expr: &Expr,
+    p: &ParsedQuery,
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    let mut ev =
-        Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    let expr = &p.expr;
+    let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS)
+        .with_text(expr.to_string())
+        .with_invalid_utf8(p.invalid_utf8.clone());
     ev.plan(expr, t, t);
     ev.check_done()?;
     let value = match ev.eval(expr, t)? {
@@ -167,7 +183,7 @@ pub fn instant_query_expr(
                 let labels = if s.drop_name {
                     s.labels.without(is_metadata_label)
                 } else {
-                    s.labels
+                    Arc::unwrap_or_clone(s.labels)
                 };
                 if !seen.insert(labels.clone()) {
                     return Err(QueryError::Execution(
@@ -190,15 +206,16 @@ pub fn instant_query_expr(
     })
 }
 
-/// [`range_query`] on an already parsed expression.
-pub fn range_query_expr(
+/// [`range_query`] on a parsed query.
+pub fn range_query_parsed(
     q: &dyn Queryable,
-    expr: &Expr,
+    p: &ParsedQuery,
     start: i64,
     end: i64,
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    let expr = &p.expr;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
         ValueType::Matrix => {
@@ -222,28 +239,67 @@ pub fn range_query_expr(
             "end timestamp must not be before start time".into(),
         ));
     }
-    let mut ev =
-        Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS).with_text(expr.to_string());
+    let mut ev = Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS)
+        .with_text(expr.to_string())
+        .with_invalid_utf8(p.invalid_utf8.clone());
     ev.step = step;
     ev.plan(expr, start, end);
-    let mut series: BTreeMap<Labels, Vec<Sample2>> = BTreeMap::new();
+    // One hash lookup per output sample: the index finds the series, and the step a series
+    // last got a sample at detects duplicate label sets within a step.
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    // Most series keep the same shared label set from step to step: find them by address
+    // first (a miss falls back to the label contents).
+    let mut by_ptr: HashMap<usize, usize> = HashMap::new();
+    let mut series: Vec<(Arc<Labels>, Vec<Sample2>, i64)> = Vec::new();
     let mut total = 0usize;
     let mut t = start;
+    let mut push = |labels: Arc<Labels>, t: i64, v: f64| -> Result<(), QueryError> {
+        let ptr = Arc::as_ptr(&labels) as usize;
+        let i = match by_ptr.get(&ptr) {
+            Some(i) if Arc::ptr_eq(&series[*i].0, &labels) => *i,
+            _ => {
+                let i = match index.get(&labels) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(labels.clone(), series.len());
+                        series.push((labels.clone(), Vec::new(), i64::MIN));
+                        series.len() - 1
+                    }
+                };
+                if Arc::ptr_eq(&series[i].0, &labels) {
+                    by_ptr.insert(ptr, i);
+                }
+                i
+            }
+        };
+        let (_, samples, last) = &mut series[i];
+        if *last == t {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        *last = t;
+        samples.push(Sample2 { t, v });
+        Ok(())
+    };
     while t <= end {
         ev.check_done()?;
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                series
-                    .entry(Labels::empty())
-                    .or_default()
-                    .push(Sample2 { t, v });
+                push(Arc::new(Labels::empty()), t, v)?;
                 total += 1;
             }
             Val::Vector(v) => {
-                for (labels, v) in finish_vector(v)? {
-                    series.entry(labels).or_default().push(Sample2 { t, v });
-                    total += 1;
+                total += v.len();
+                for s in v {
+                    let labels =
+                        if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
+                            Arc::new(s.labels.without(is_metadata_label))
+                        } else {
+                            s.labels
+                        };
+                    push(labels, t, s.v)?;
                 }
             }
             _ => {
@@ -257,14 +313,20 @@ pub fn range_query_expr(
         }
         t += step;
     }
+    let mut out: Vec<SeriesSamples> = series
+        .into_iter()
+        .map(|(labels, samples, _)| SeriesSamples {
+            labels: Arc::unwrap_or_clone(labels),
+            samples,
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     Ok(QueryOutput {
-        value: Value::Matrix(
-            series
-                .into_iter()
-                .map(|(labels, samples)| SeriesSamples { labels, samples })
-                .collect(),
-        ),
+        value: Value::Matrix(out),
         warnings: ev.warnings,
         infos: ev.infos,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,8 +107,8 @@ impl Evaluator<'_> {
                 Some(Val::Str(s)) => s,
                 _ => return exec_err("count_values needs a string parameter"),
             };
-            if label.is_empty() {
-                return exec_err(format!("invalid label name {label:?}"));
+            if !self.valid_label_name(&label) {
+                return exec_err(format!("invalid label name {}", self.quoted(&label)));
             }
             let input = self.eval_vector(&a.expr, t)?;
             let mut names = names;
@@ -132,7 +132,7 @@ impl Evaluator<'_> {
                     .map(|l| {
                         let v = counts[&l];
                         Sample {
-                            labels: l,
+                            labels: l.into(),
                             v,
                             drop_name: false,
                         }
@@ -337,7 +337,7 @@ impl Evaluator<'_> {
                 _ => g.value,
             };
             out.push(Sample {
-                labels: g.labels,
+                labels: g.labels.into(),
                 v,
                 drop_name: g.drop_name,
             });

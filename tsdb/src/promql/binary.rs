@@ -274,7 +274,7 @@ fn vector_binop(
         }
         if keep || return_bool {
             out.push(Sample {
-                labels: metric,
+                labels: metric.into(),
                 v,
                 drop_name: return_bool,
             });
@@ -288,7 +288,7 @@ fn vector_binop(
             None => {
                 if let Some(fill) = m.fill_rhs {
                     let rs = Sample {
-                        labels: m.match_labels(&ls.labels),
+                        labels: m.match_labels(&ls.labels).into(),
                         v: fill,
                         drop_name: false,
                     };
@@ -342,7 +342,7 @@ fn vector_binop_fill_lhs(
     let mut out = Vec::new();
     for (rs, sig) in extra {
         let ls = Sample {
-            labels: m.match_labels(&rs.labels),
+            labels: m.match_labels(&rs.labels).into(),
             v: fill,
             drop_name: false,
         };
@@ -369,7 +369,7 @@ fn vector_binop_fill_lhs(
         }
         if keep || return_bool {
             out.push(Sample {
-                labels: metric,
+                labels: metric.into(),
                 v,
                 drop_name: return_bool,
             });

@@ -19,7 +19,8 @@ use crate::storage::{MatchOp, Matcher, Queryable, Sample as Point, SeriesSamples
 /// delayed `__name__` removal: the name is dropped when the result leaves the engine.
 #[derive(Clone, Debug)]
 pub(crate) struct Sample {
-    pub(crate) labels: Labels,
+    /// Shared: most operations pass a series' labels through unchanged.
+    pub(crate) labels: Arc<Labels>,
     pub(crate) v: f64,
     pub(crate) drop_name: bool,
 }
@@ -27,7 +28,7 @@ pub(crate) struct Sample {
 /// One series of a range vector during evaluation.
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
-    pub(crate) labels: Labels,
+    pub(crate) labels: Arc<Labels>,
     pub(crate) points: Vec<Point>,
     pub(crate) drop_name: bool,
 }
@@ -39,6 +40,12 @@ pub(crate) enum Val {
     Str(String),
     Vector(Vec<Sample>),
     Matrix(Vec<Series>),
+}
+
+/// A selected series as the evaluator keeps it for the whole query.
+pub(crate) struct Stored {
+    labels: Arc<Labels>,
+    samples: Vec<Point>,
 }
 
 pub(crate) type EvalResult<T> = Result<T, QueryError>;
@@ -79,7 +86,7 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     bounds: HashMap<usize, (i64, i64)>,
-    cache: HashMap<usize, Arc<Vec<SeriesSamples>>>,
+    cache: HashMap<usize, Arc<Vec<Stored>>>,
     subquery_cache: HashMap<(usize, i64), Val>,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
@@ -91,9 +98,29 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) sort_warned: bool,
     /// The range query's step (0 for instant queries), for `step()`.
     pub(crate) step: i64,
+    /// String literals Prometheus would read as invalid UTF-8: (decoded value, literal).
+    invalid_utf8: Vec<(String, String)>,
 }
 
 impl<'a> Evaluator<'a> {
+    pub(crate) fn with_invalid_utf8(mut self, v: Vec<(String, String)>) -> Evaluator<'a> {
+        self.invalid_utf8 = v;
+        self
+    }
+
+    /// Whether `name` is a valid label name as Prometheus 3 checks it (non-empty UTF-8).
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
+        !name.is_empty() && !self.invalid_utf8.iter().any(|(d, _)| d == name)
+    }
+
+    /// How Prometheus prints a string literal with this value in an error.
+    pub(crate) fn quoted(&self, s: &str) -> String {
+        match self.invalid_utf8.iter().find(|(d, _)| d == s) {
+            Some((_, raw)) => raw.clone(),
+            None => format!("{s:?}"),
+        }
+    }
+
     pub(crate) fn with_text(mut self, text: String) -> Evaluator<'a> {
         self.text = text;
         self
@@ -122,6 +149,7 @@ impl<'a> Evaluator<'a> {
             text: String::new(),
             sort_warned: false,
             step: 0,
+            invalid_utf8: Vec::new(),
         }
     }
 
@@ -244,7 +272,7 @@ impl<'a> Evaluator<'a> {
         entry.1 = entry.1.max(b.1);
     }
 
-    fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<SeriesSamples>>> {
+    fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<Stored>>> {
         if let Some(c) = self.cache.get(&key(vs)) {
             return Ok(c.clone());
         }
@@ -282,7 +310,14 @@ impl<'a> Evaluator<'a> {
                 out.entry(s.labels.clone()).or_insert(s);
             }
         }
-        let v = Arc::new(out.into_values().collect::<Vec<_>>());
+        let v = Arc::new(
+            out.into_values()
+                .map(|s| Stored {
+                    labels: Arc::new(s.labels),
+                    samples: s.samples,
+                })
+                .collect::<Vec<_>>(),
+        );
         self.cache.insert(key(vs), v.clone());
         Ok(v)
     }
@@ -395,10 +430,11 @@ impl<'a> Evaluator<'a> {
         if first <= lo {
             first += step;
         }
-        let mut by_labels: BTreeMap<Labels, Series> = BTreeMap::new();
+        let mut by_labels: BTreeMap<Arc<Labels>, Series> = BTreeMap::new();
         let mut it = first;
         let mut n = 0;
         while it <= ts {
+            self.check_done()?;
             let k = (key(sq), it);
             let v = match self.subquery_cache.get(&k) {
                 Some(v) => v.clone(),
@@ -412,9 +448,9 @@ impl<'a> Evaluator<'a> {
                 Val::Scalar(f) => {
                     n += 1;
                     by_labels
-                        .entry(Labels::empty())
+                        .entry(Arc::new(Labels::empty()))
                         .or_insert_with(|| Series {
-                            labels: Labels::empty(),
+                            labels: Labels::empty().into(),
                             points: Vec::new(),
                             drop_name: false,
                         })

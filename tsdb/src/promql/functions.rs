@@ -243,7 +243,7 @@ fn check_unique(v: &[Sample]) -> EvalResult<()> {
         let key = if s.drop_name {
             s.labels.without(super::is_metadata_label)
         } else {
-            s.labels.clone()
+            (*s.labels).clone()
         };
         if !seen.insert(key) {
             return exec_err("vector cannot contain metrics with the same labelset");
@@ -291,7 +291,7 @@ impl Evaluator<'_> {
             "vector" => {
                 let f = self.eval_scalar(args[0], t)?;
                 Ok(Val::Vector(vec![Sample {
-                    labels: Labels::empty(),
+                    labels: Labels::empty().into(),
                     v: f,
                     drop_name: false,
                 }]))
@@ -399,7 +399,7 @@ impl Evaluator<'_> {
                     return Ok(Val::Vector(Vec::new()));
                 }
                 Ok(Val::Vector(vec![Sample {
-                    labels: absent_labels(args[0]),
+                    labels: absent_labels(args[0]).into(),
                     v: 1.0,
                     drop_name: false,
                 }]))
@@ -408,7 +408,7 @@ impl Evaluator<'_> {
             | "minute" | "month" | "year" => {
                 if args.is_empty() {
                     return Ok(Val::Vector(vec![Sample {
-                        labels: Labels::empty(),
+                        labels: Labels::empty().into(),
                         v: date_part(name, t as f64 / 1000.0),
                         drop_name: false,
                     }]));
@@ -447,7 +447,7 @@ impl Evaluator<'_> {
                 "invalid regular expression in label_replace(): {re_src}"
             ))
         })?;
-        if dst.is_empty() {
+        if !self.valid_label_name(dst) {
             return exec_err(format!(
                 "invalid destination label name in label_replace(): {dst}"
             ));
@@ -458,7 +458,7 @@ impl Evaluator<'_> {
             if let Some(caps) = re.captures(&sv) {
                 let mut out = String::new();
                 caps.expand(repl, &mut out);
-                s.labels = s.labels.with(dst, &out);
+                s.labels = s.labels.with(dst, &out).into();
                 if dst == METRIC_NAME {
                     s.drop_name = false;
                 }
@@ -474,12 +474,12 @@ impl Evaluator<'_> {
         let mut srcs = Vec::new();
         for a in &args[3..] {
             let s = string_arg(a)?;
-            if s.is_empty() {
+            if !self.valid_label_name(s) {
                 return exec_err(format!("invalid source label name in label_join(): {s}"));
             }
             srcs.push(s.to_string());
         }
-        if dst.is_empty() {
+        if !self.valid_label_name(dst) {
             return exec_err(format!(
                 "invalid destination label name in label_join(): {dst}"
             ));
@@ -488,7 +488,7 @@ impl Evaluator<'_> {
         for s in &mut v {
             let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
             let joined = joined.join(sep);
-            s.labels = s.labels.with(dst, &joined);
+            s.labels = s.labels.with(dst, &joined).into();
             if dst == METRIC_NAME {
                 s.drop_name = false;
             }

@@ -234,7 +234,7 @@ impl Evaluator<'_> {
                 self.info_at(msg, args[1]);
             }
             out.push(Sample {
-                labels,
+                labels: labels.into(),
                 v: val,
                 drop_name: true,
             });
@@ -282,7 +282,7 @@ impl Evaluator<'_> {
                     self.info_at(msg, args[0]);
                 }
                 out.push(Sample {
-                    labels: labels.with(&label, &qs),
+                    labels: labels.with(&label, &qs).into(),
                     v: val,
                     drop_name: true,
                 });
@@ -299,7 +299,7 @@ impl Evaluator<'_> {
             .bucket_groups(v, args[2])
             .into_iter()
             .map(|(labels, buckets)| Sample {
-                labels,
+                labels: labels.into(),
                 v: bucket_fraction(lower, upper, buckets),
                 drop_name: true,
             })

@@ -229,7 +229,7 @@ impl Evaluator<'_> {
         if name == "absent_over_time" {
             if matrix.is_empty() {
                 return Ok(Some(Val::Vector(vec![Sample {
-                    labels: absent_labels(marg),
+                    labels: absent_labels(marg).into(),
                     v: 1.0,
                     drop_name: false,
                 }])));

@@ -1,0 +1,164 @@
+//! Engine tests beside the code; Prometheus's own scripts run in the `tests` crate.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::labels::Labels;
+use crate::storage::MemStorage;
+
+fn store() -> MemStorage {
+    let s = MemStorage::new();
+    for (job, step) in [("a", 1.0), ("b", 2.0)] {
+        let l = Labels::from_pairs([("__name__", "req_total"), ("job", job)]);
+        for i in 0..=40 {
+            s.insert(&l, i * 15_000, i as f64 * step);
+        }
+    }
+    s
+}
+
+fn vector(out: QueryOutput) -> Vec<(String, f64)> {
+    match out.value {
+        Value::Vector(v) => v.into_iter().map(|s| (s.labels.to_string(), s.v)).collect(),
+        other => panic!("not a vector: {other:?}"),
+    }
+}
+
+#[test]
+fn rate_extrapolates_like_prometheus() {
+    let s = store();
+    let out = instant_query(&s, "rate(req_total[1m])", 600_000, &QueryOptions::default()).unwrap();
+    let mut v = vector(out);
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    // 1 per 15 s and 2 per 15 s, sampled exactly on the window boundary.
+    assert_eq!(v.len(), 2);
+    assert!((v[0].1 - 1.0 / 15.0).abs() < 1e-12, "{v:?}");
+    assert!((v[1].1 - 2.0 / 15.0).abs() < 1e-12, "{v:?}");
+    assert_eq!(v[0].0, "{job=\"a\"}", "the name is dropped");
+}
+
+#[test]
+fn range_query_is_a_sorted_matrix() {
+    let s = store();
+    let out = range_query(
+        &s,
+        "req_total * 2",
+        0,
+        60_000,
+        30_000,
+        &QueryOptions::default(),
+    )
+    .unwrap();
+    let Value::Matrix(m) = out.value else {
+        panic!("not a matrix");
+    };
+    assert_eq!(m.len(), 2);
+    assert!(m[0].labels < m[1].labels);
+    let pts: Vec<(i64, f64)> = m[1].samples.iter().map(|p| (p.t, p.v)).collect();
+    assert_eq!(pts, [(0, 0.0), (30_000, 8.0), (60_000, 16.0)]);
+    let out = range_query(&s, "time()", 0, 60_000, 30_000, &QueryOptions::default()).unwrap();
+    let Value::Matrix(m) = out.value else {
+        panic!("not a matrix");
+    };
+    assert_eq!(m.len(), 1);
+    assert!(m[0].labels.is_empty());
+}
+
+#[test]
+fn errors_map_to_prometheus_types() {
+    let s = store();
+    let o = QueryOptions::default();
+    assert!(matches!(
+        instant_query(&s, "sum(", 0, &o),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(matches!(
+        range_query(&s, "req_total[1m]", 0, 60_000, 15_000, &o),
+        Err(QueryError::BadData(_))
+    ));
+    let err = instant_query(&s, "req_total + on() req_total", 60_000, &o).unwrap_err();
+    assert!(matches!(err, QueryError::Execution(_)));
+    assert!(
+        err.to_string()
+            .contains("many-to-many matching not allowed"),
+        "{err}"
+    );
+    let err = instant_query(
+        &s,
+        "label_replace(req_total, \"job\", \"x\", \"job\", \".*\")",
+        60_000,
+        &o,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+}
+
+#[test]
+fn limits_cancel_and_deadline() {
+    let s = store();
+    let small = QueryOptions {
+        max_samples: 10,
+        ..QueryOptions::default()
+    };
+    assert!(matches!(
+        instant_query(&s, "sum_over_time(req_total[5m])", 600_000, &small),
+        Err(QueryError::TooManySamples(_))
+    ));
+    let cancel = Arc::new(AtomicBool::new(true));
+    let canceled = QueryOptions {
+        cancel: Some(cancel),
+        ..QueryOptions::default()
+    };
+    assert!(matches!(
+        range_query(&s, "req_total", 0, 600_000, 15_000, &canceled),
+        Err(QueryError::Canceled(_))
+    ));
+    let late = QueryOptions {
+        deadline: Instant::now().checked_sub(Duration::from_secs(1)),
+        ..QueryOptions::default()
+    };
+    assert!(matches!(
+        instant_query(&s, "req_total", 0, &late),
+        Err(QueryError::Timeout(_))
+    ));
+}
+
+#[test]
+fn lookback_and_staleness() {
+    let s = MemStorage::new();
+    let l = Labels::from_pairs([("__name__", "up")]);
+    s.insert(&l, 0, 1.0);
+    s.insert(&l, 60_000, crate::storage::stale_nan());
+    let o = QueryOptions::default();
+    assert_eq!(
+        vector(instant_query(&s, "up", 30_000, &o).unwrap()).len(),
+        1
+    );
+    assert!(
+        vector(instant_query(&s, "up", 90_000, &o).unwrap()).is_empty(),
+        "stale marker hides"
+    );
+    let short = QueryOptions {
+        lookback_delta_ms: 10_000,
+        ..QueryOptions::default()
+    };
+    assert!(vector(instant_query(&s, "up", 30_000, &short).unwrap()).is_empty());
+}
+
+#[test]
+fn helpers() {
+    use super::aggregate::quantile;
+    use super::functions::{format_g, natsort_less};
+    assert_eq!(quantile(0.5, &mut [3.0, 1.0, 2.0]), 2.0);
+    assert!(quantile(f64::NAN, &mut [1.0]).is_nan());
+    assert!(natsort_less("a2", "a10"));
+    assert!(!natsort_less("a10", "a2"));
+    assert_eq!(format_g(1.1), "1.1");
+    assert_eq!(format_g(1e21), "1e+21");
+    assert_eq!(format_g(f64::NAN), "NaN");
+}
