@@ -22,6 +22,8 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) log: LogConfig,
     pub(crate) bus: bus::BusConfig,
+    pub(crate) tsdb: tsdb::TsdbConfig,
+    pub(crate) collector: collector::CollectorConfig,
 }
 
 /// `server:`: the HTTP port and the data directory.
@@ -202,7 +204,9 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(format!("log.level: {:?}: {e}", self.log.level));
         }
-        self.bus.validate()
+        self.bus.validate()?;
+        self.tsdb.validate()?;
+        self.collector.validate()
     }
 }
 
@@ -276,6 +280,8 @@ mod tests {
             } else if line.starts_with("  # To use Kafka") {
                 section = "kafka";
                 continue;
+            } else if !line.is_empty() && !line.starts_with(' ') {
+                section = ""; // the next top-level section or comment
             }
             match section {
                 "embedded" => {}

@@ -7,10 +7,13 @@ mod server;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{Config, LogFormat};
 use crate::server::Readiness;
@@ -140,9 +143,11 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// The all-in-one process: opens the data directory and the bus, serves HTTP until SIGINT or
-/// SIGTERM, then stops accepting, drains requests and makes everything accepted durable.
+/// The all-in-one process: opens the data directory, the bus and the stores, starts the
+/// collector and the bus consumers, serves HTTP until SIGINT or SIGTERM, then stops accepting,
+/// drains requests and makes everything accepted durable.
 async fn run(config: Config) -> anyhow::Result<()> {
+    let started = SystemTime::now();
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -151,9 +156,50 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bus = bus::open(&config.bus, data_dir)
         .await
         .context("opening the bus")?;
+    let tenants = {
+        let (dir, cfg) = (data_dir.clone(), config.tsdb.clone());
+        tokio::task::spawn_blocking(move || tsdb::DiskTenants::open(&dir, cfg))
+            .await
+            .context("opening the tsdb")?
+            .context("opening the tsdb")?
+    };
+    let tenants = Arc::new(tenants);
+    let api = tsdb::api::ApiState::new(tenants.clone(), config.tsdb.api.clone(), started)
+        .with_storage_retention(humantime::format_duration(config.tsdb.retention.time).to_string());
+
+    // Background work stops when `stop` turns true, after the HTTP server has drained.
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let consumer = bus
+        .consumer(tsdb::ingest::GROUP, &[bus::Topic::Metrics])
+        .await
+        .context("consuming the metrics topic")?;
+    tasks.spawn({
+        let (tenants, stopped) = (tenants.clone(), stopped.clone());
+        async move { tsdb::ingest::run(consumer, tenants, stopped).await }
+    });
+    if config.collector.enabled {
+        let sink = Arc::new(collector::BusSink::new(
+            bus.producer().context("a bus producer for the collector")?,
+            config.collector.tenant.clone(),
+        ));
+        let node = collector::cgroup_collector(&config.collector, sink)
+            .context("starting the collector")?;
+        tasks.spawn(node.run(stopping(stopped.clone())));
+        if !config.collector.access_log.sources.is_empty() {
+            let pipeline = collector::accesslog::AccessLog::open(
+                &config.collector.access_log,
+                data_dir,
+                SystemTime::now(),
+            )
+            .context("opening the access-log pipeline")?;
+            let producer = bus.producer().context("a bus producer for access logs")?;
+            tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
+        }
+    }
 
     let readiness = Readiness::default();
-    let app = server::router(readiness.clone());
+    let app = server::router(readiness.clone(), tsdb::api::router(api));
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -174,14 +220,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
             readiness.set(false);
         }
     };
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
 
+    let _ = stop.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a component panicked");
+        }
+    }
+    tokio::task::spawn_blocking(move || tenants.close())
+        .await
+        .context("closing the tsdb")?
+        .context("closing the tsdb")?;
     bus.close().await.context("flushing the bus")?;
+    served?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopping(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Resolves with the name of the first of SIGINT or SIGTERM to arrive.

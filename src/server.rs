@@ -50,13 +50,15 @@ impl Readiness {
     }
 }
 
-/// The router of the operations endpoints, with the API metrics layer over everything.
-pub(crate) fn router(readiness: Readiness) -> Router {
+/// The operations endpoints plus the components' routers (`apis`), with the API metrics layer
+/// over everything.
+pub(crate) fn router(readiness: Readiness, apis: Router) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .route("/metrics", get(metrics))
         .with_state(readiness)
+        .merge(apis)
         .layer(middleware::from_fn(track))
 }
 

@@ -5,3 +5,50 @@
 //! Prometheus `/metrics` targets. Everything it produces leaves through bus producers.
 //!
 //! Invariant: the collector never calls a store; its only output is the bus.
+//!
+//! Seams: a [`Source`] produces [`SeriesGroup`]s when polled at a time passed in; a [`Sink`]
+//! receives them ([`BusSink`] encodes `MetricsBatch` records for the bus, [`MemorySink`] keeps
+//! them for tests); the [`Collector`] loop polls sources every interval. [`cgroup::CgroupSource`]
+//! is the container metrics source; names a cgroup path cannot tell come from an
+//! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none).
+
+pub mod accesslog;
+pub mod cgroup;
+pub mod config;
+mod error;
+mod metrics;
+pub mod resolve;
+mod runner;
+mod sink;
+mod source;
+pub mod tail;
+
+pub use config::{CollectorConfig, DockerConfig, KubeletConfig};
+pub use error::{Error, Result};
+pub use runner::{Collector, TickReport};
+pub use sink::{BusSink, MemorySink, Sink};
+pub use source::{Collected, SeriesGroup, Source};
+
+/// A collector over the node's cgroups as `config` says, shipping to `sink`.
+pub fn cgroup_collector(
+    config: &CollectorConfig,
+    sink: std::sync::Arc<dyn Sink>,
+) -> Result<Collector> {
+    config.validate().map_err(Error::Config)?;
+    let mut resolvers: Vec<Box<dyn resolve::Identity>> = Vec::new();
+    if let Some(k) = &config.kubelet {
+        resolvers.push(Box::new(resolve::KubeletIdentity::new(k.clone())?));
+    }
+    if let Some(d) = &config.docker {
+        resolvers.push(Box::new(resolve::DockerIdentity::new(d.clone())));
+    }
+    let resolver: Box<dyn resolve::Identity> = match resolvers.len() {
+        0 => Box::new(resolve::NoIdentity),
+        1 => resolvers.remove(0),
+        _ => Box::new(resolve::Chain::new(resolvers)),
+    };
+    let source = cgroup::CgroupSource::new(config, resolver)?;
+    let mut c = Collector::new(sink, config.interval);
+    c.add_source(Box::new(source));
+    Ok(c)
+}

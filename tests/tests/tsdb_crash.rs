@@ -98,7 +98,7 @@ fn every_acknowledged_sample_survives_kill_9() {
     // Steps are 10 ms apart from an hour ago: far from any retention or out-of-order edge.
     let base = now - 3_600_000;
     let mut acked: Vec<Vec<u64>> = vec![Vec::new(); WRITERS];
-    let mut next = vec![0u64; WRITERS];
+    let mut next = [0u64; WRITERS];
     for cycle in 0..CYCLES {
         let mut s = Sextant::start(&data, &[]).unwrap();
         let url = s.url("/api/v1/write");

@@ -7,17 +7,17 @@
 //! can never succeed: it is counted, logged and committed past, never retried forever.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bus::Consumer;
 use bus::proto::MetricsBatch;
-use prometheus::{IntCounterVec, register_int_counter_vec};
 use prost::Message;
 use tokio::sync::watch;
 
 use crate::DEFAULT_TENANT;
 use crate::labels::Labels;
+use crate::metrics;
 use crate::storage::{AppendReport, Sample, SeriesSamples, StorageError, Tenants};
 
 /// The consumer group the tsdb reads the metrics topic in.
@@ -30,54 +30,30 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-static RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "sextant_tsdb_bus_records_total",
-        "Records of the bus's metrics topic handled by the tsdb, by outcome (stored, undecodable).",
-        &["outcome"]
-    )
-    .unwrap_or_else(|e| panic!("registering sextant_tsdb_bus_records_total: {e}"))
-});
-
-static SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "sextant_tsdb_bus_samples_total",
-        "Samples from the bus's metrics topic, by outcome (accepted, or the rejection reason).",
-        &["outcome"]
-    )
-    .unwrap_or_else(|e| panic!("registering sextant_tsdb_bus_samples_total: {e}"))
-});
-
-/// Errors that stop the ingest loop (storage errors are retried, not returned).
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("bus: {0}")]
-    Bus(#[from] bus::Error),
-}
-
 /// Consumes the metrics topic into `tenants` until `stop` turns true (or its sender is dropped),
-/// committing after every durable append. On stop, an append in progress is finished and
-/// committed; records polled but not yet stored are left uncommitted for the next start.
+/// committing after every durable append. On stop, records polled but not yet stored are left
+/// uncommitted for the next start. Failures of the bus or the store are logged and retried, never
+/// fatal: at worst records are delivered again.
 pub async fn run(
     mut consumer: Box<dyn Consumer>,
     tenants: Arc<dyn Tenants>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), IngestError> {
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         if *stop.borrow() {
-            return Ok(());
+            return;
         }
         let deliveries = tokio::select! {
             r = consumer.poll(MAX_POLL, POLL_TIMEOUT) => r,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return,
         };
         let deliveries = match deliveries {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "polling the metrics topic failed; retrying");
                 if sleep_or_stop(&mut stop, &mut backoff).await {
-                    return Ok(());
+                    return;
                 }
                 continue;
             }
@@ -94,13 +70,16 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "storing samples from the bus failed; retrying");
                     if sleep_or_stop(&mut stop, &mut backoff).await {
-                        return Ok(());
+                        return;
                     }
                 }
             }
         }
         backoff = MIN_BACKOFF;
-        consumer.commit().await?;
+        if let Err(e) = consumer.commit().await {
+            // The records are stored; they come again after a restart and are absorbed then.
+            tracing::warn!(error = %e, "committing the metrics topic failed");
+        }
     }
 }
 
@@ -148,8 +127,12 @@ fn decode<'a>(payloads: impl Iterator<Item = &'a [u8]>) -> BTreeMap<String, Vec<
             }
         }));
     }
-    RECORDS.with_label_values(&["stored"]).inc_by(stored);
-    RECORDS.with_label_values(&["undecodable"]).inc_by(bad);
+    metrics::BUS_RECORDS
+        .with_label_values(&["stored"])
+        .inc_by(stored);
+    metrics::BUS_RECORDS
+        .with_label_values(&["undecodable"])
+        .inc_by(bad);
     out
 }
 
@@ -170,12 +153,12 @@ async fn append(
 }
 
 fn count(tenant: &str, report: &AppendReport) {
-    SAMPLES
-        .with_label_values(&["accepted"])
+    metrics::SAMPLES_INGESTED
+        .with_label_values(&["bus"])
         .inc_by(report.accepted as u64);
     for (reason, n) in &report.rejected {
-        SAMPLES
-            .with_label_values(&[reason.as_str()])
+        metrics::INGEST_REJECTED
+            .with_label_values(&["bus", reason.as_str()])
             .inc_by(*n as u64);
     }
     if let Some(first) = &report.first_rejection {
@@ -246,7 +229,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tx.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test]
@@ -313,7 +296,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tx.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
 
         let tenants = Arc::new(MemTenants::new());
         drain(&bus, tenants.clone(), 1).await;

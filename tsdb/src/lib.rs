@@ -6,12 +6,22 @@
 //! remote_write and scrapes.
 
 pub mod api;
+pub mod chunk;
+pub mod config;
 pub mod exposition;
+mod head;
 pub mod ingest;
 pub mod labels;
 mod metrics;
 pub mod promql;
 pub mod storage;
+pub mod tenants;
+pub mod tsdb;
+mod wal;
+
+pub use config::TsdbConfig;
+pub use tenants::DiskTenants;
+pub use tsdb::{Tsdb, TsdbError};
 
 /// The tenant of writes and reads that name none (no `X-Scope-OrgID`, an empty bus tenant).
 pub const DEFAULT_TENANT: &str = "default";

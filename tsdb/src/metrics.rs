@@ -4,9 +4,11 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    HistogramVec, IntCounterVec, IntGauge, exponential_buckets, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, exponential_buckets, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge,
 };
+
+use crate::storage::AppendReport;
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     // Registration fails only on a name clash, a programming error that tests catch.
@@ -24,10 +26,10 @@ pub(crate) static SAMPLES_INGESTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Samples not stored, by ingest path and reason.
-pub(crate) static SAMPLES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static INGEST_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
-        "sextant_tsdb_samples_rejected_total",
-        "Samples rejected at ingest, by ingest path and reason.",
+        "sextant_tsdb_ingest_rejected_samples_total",
+        "Samples rejected at ingest, by ingest path (remote_write, import, bus) and reason.",
         &["path", "reason"],
     )
 });
@@ -71,6 +73,15 @@ pub(crate) static QUERIES_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 /// PromQL queries being evaluated.
+/// Records of the bus's metrics topic, by outcome (`stored`, `undecodable`).
+pub(crate) static BUS_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_bus_records_total",
+        "Records of the bus's metrics topic handled by the tsdb, by outcome (stored, undecodable).",
+        &["outcome"],
+    )
+});
+
 pub(crate) static QUERIES_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "sextant_tsdb_queries_running",
@@ -78,3 +89,71 @@ pub(crate) static QUERIES_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("registering sextant_tsdb_queries_running: {e}"))
 });
+
+pub(crate) static SAMPLES_APPENDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_samples_appended_total",
+        "Samples accepted by the store (durable when counted)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_samples_appended_total: {e}"))
+});
+
+pub(crate) static SAMPLES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sextant_tsdb_samples_rejected_total",
+        "Samples the store refused, by reason.",
+        &["reason"]
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_samples_rejected_total: {e}"))
+});
+
+pub(crate) static WAL_FSYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_wal_fsyncs_total",
+        "Group commits of the WAL (one fdatasync each)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_wal_fsyncs_total: {e}"))
+});
+
+pub(crate) static WAL_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_wal_written_bytes_total",
+        "Bytes written to WAL segments."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_wal_written_bytes_total: {e}"))
+});
+
+pub(crate) static WAL_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_wal_write_failures_total",
+        "WAL writes or fsyncs that failed (the batch was refused)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_wal_write_failures_total: {e}"))
+});
+
+pub(crate) static CHECKPOINTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sextant_tsdb_checkpoints_total",
+        "Head checkpoints, by result.",
+        &["result"]
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_checkpoints_total: {e}"))
+});
+
+pub(crate) static HEAD_SERIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sextant_tsdb_head_series",
+        "Active series in the heads of all tenants."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_head_series: {e}"))
+});
+
+/// Counts one append's outcome.
+pub(crate) fn count_append(report: &AppendReport) {
+    SAMPLES_APPENDED.inc_by(report.accepted as u64);
+    for (reason, n) in &report.rejected {
+        SAMPLES_REJECTED
+            .with_label_values(&[reason.as_str()])
+            .inc_by(*n as u64);
+    }
+}

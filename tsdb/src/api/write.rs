@@ -75,7 +75,7 @@ pub(super) async fn append_and_answer(
         blocking(move || Ok(store.append(&batch)?)).await
     };
     for (reason, n) in &pre.counts {
-        metrics::SAMPLES_REJECTED
+        metrics::INGEST_REJECTED
             .with_label_values(&[path, reason])
             .inc_by(*n as u64);
     }
@@ -90,7 +90,7 @@ pub(super) async fn append_and_answer(
         .with_label_values(&[path])
         .inc_by(report.accepted as u64);
     for (reason, n) in &report.rejected {
-        metrics::SAMPLES_REJECTED
+        metrics::INGEST_REJECTED
             .with_label_values(&[path, reason.as_str()])
             .inc_by(*n as u64);
     }
@@ -321,7 +321,7 @@ fn from_v1(
         }
     })?;
     if exemplars > 0 {
-        metrics::SAMPLES_REJECTED
+        metrics::INGEST_REJECTED
             .with_label_values(&["remote_write", "exemplar_not_stored"])
             .inc_by(exemplars as u64);
     }

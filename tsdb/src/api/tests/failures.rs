@@ -125,7 +125,7 @@ async fn ingest_and_query_metrics_are_counted() {
         &[("path", "remote_write")],
     );
     let before_bad = counter(
-        "sextant_tsdb_samples_rejected_total",
+        "sextant_tsdb_ingest_rejected_samples_total",
         &[("path", "remote_write"), ("reason", "invalid_labels")],
     );
     let before_q = counter(
@@ -153,7 +153,7 @@ async fn ingest_and_query_metrics_are_counted() {
     );
     assert!(
         counter(
-            "sextant_tsdb_samples_rejected_total",
+            "sextant_tsdb_ingest_rejected_samples_total",
             &[("path", "remote_write"), ("reason", "invalid_labels")],
         ) >= before_bad + 1.0
     );

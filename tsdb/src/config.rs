@@ -1,0 +1,170 @@
+//! `tsdb:` configuration: retention, the out-of-order window, the WAL and per-tenant limits.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// The store's configuration (the `tsdb:` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TsdbConfig {
+    pub retention: RetentionConfig,
+    /// How far behind a series' newest sample a late sample is still accepted.
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_window: Duration,
+    pub wal: WalConfig,
+    pub limits: Limits,
+    /// The Prometheus-compatible HTTP API: query limits, admin switch, ingest body size.
+    pub api: crate::api::ApiConfig,
+}
+
+impl Default for TsdbConfig {
+    fn default() -> Self {
+        TsdbConfig {
+            retention: RetentionConfig::default(),
+            out_of_order_window: Duration::from_secs(10 * 60),
+            wal: WalConfig::default(),
+            limits: Limits::default(),
+            api: crate::api::ApiConfig::default(),
+        }
+    }
+}
+
+/// `tsdb.retention`: how long samples are kept (Prometheus's `--storage.tsdb.retention.time`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Chunks whose newest sample is older than this (behind the tenant's newest sample) are
+    /// dropped, and older samples are rejected as too old. Prometheus's default, 15 days.
+    #[serde(with = "humantime_serde")]
+    pub time: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            time: Duration::from_secs(15 * 24 * 3600),
+        }
+    }
+}
+
+/// `tsdb.wal`: the write-ahead log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// A segment file is closed and a new one started past this size (Prometheus: 128 MiB).
+    pub segment_size: ByteSize,
+    /// How often the head is checkpointed and older segments removed (also on clean shutdown).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_size: ByteSize::mib(128),
+            checkpoint_interval: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `tsdb.limits`: per-tenant limits (Mimir's names and label defaults). 0 disables a series
+/// limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Active series of one tenant.
+    pub max_series_per_tenant: usize,
+    /// Active series of one metric name in one tenant (0: no limit, as Mimir's default).
+    pub max_series_per_metric: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    pub max_labels_per_series: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // Above Mimir's 150 000: a single tenant of a cluster store holds every container's
+            // series; the issue sizes for 1 M active series.
+            max_series_per_tenant: 2_000_000,
+            max_series_per_metric: 0,
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
+            max_labels_per_series: 30,
+        }
+    }
+}
+
+impl TsdbConfig {
+    /// Checks what types cannot. Errors start with the dotted key, then `: `.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention.time < Duration::from_secs(60) {
+            return Err(format!(
+                "tsdb.retention.time: {} is shorter than 1m",
+                humantime::format_duration(self.retention.time)
+            ));
+        }
+        if self.out_of_order_window > self.retention.time {
+            return Err("tsdb.out_of_order_window: longer than tsdb.retention.time".to_owned());
+        }
+        if self.wal.segment_size < ByteSize::kib(64) {
+            return Err(format!(
+                "tsdb.wal.segment_size: {} is smaller than 64 KiB",
+                self.wal.segment_size
+            ));
+        }
+        if self.wal.checkpoint_interval < Duration::from_secs(1) {
+            return Err("tsdb.wal.checkpoint_interval: shorter than 1s".to_owned());
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("max_label_name_length", l.max_label_name_length),
+            ("max_label_value_length", l.max_label_value_length),
+            ("max_labels_per_series", l.max_labels_per_series),
+        ] {
+            if v == 0 {
+                return Err(format!("tsdb.limits.{key}: must be at least 1"));
+            }
+        }
+        self.api.validate("tsdb.api")
+    }
+
+    pub(crate) fn ooo_window_ms(&self) -> i64 {
+        i64::try_from(self.out_of_order_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn retention_ms(&self) -> i64 {
+        i64::try_from(self.retention.time.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_and_names_bad_ones() {
+        let c: TsdbConfig = serde_yaml_ng::from_str(
+            "retention: {time: 30d}\nout_of_order_window: 5m\nlimits: {max_series_per_metric: 10}\n",
+        )
+        .unwrap();
+        assert_eq!(c.retention.time, Duration::from_secs(30 * 86400));
+        assert_eq!(c.out_of_order_window, Duration::from_secs(300));
+        assert_eq!(c.limits.max_series_per_metric, 10);
+        assert_eq!(c.limits.max_labels_per_series, 30);
+        c.validate().unwrap();
+        assert!(serde_yaml_ng::from_str::<TsdbConfig>("retention: {size: 1}").is_err());
+        let bad = TsdbConfig {
+            out_of_order_window: Duration::from_secs(40 * 86400),
+            ..TsdbConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.out_of_order_window: ")
+        );
+        TsdbConfig::default().validate().unwrap();
+    }
+}

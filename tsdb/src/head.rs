@@ -1,0 +1,539 @@
+//! The in-memory head of one tenant: series keyed by label sets with interned symbols, the
+//! inverted index, compressed chunks with an out-of-order buffer, and the write checks
+//! (out-of-order window, duplicates, limits).
+//!
+//! The head is not durable by itself: [`crate::tsdb::Tsdb`] logs what it accepted to the WAL
+//! and replays it with the `apply_*` methods.
+
+mod chunks;
+mod index;
+mod series;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::sync::Arc;
+
+pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
+pub(crate) use index::SeriesId;
+use index::{Index, Symbols};
+use series::Placed;
+pub(crate) use series::{ClosedChunk, MemSeries};
+
+use crate::config::{Limits, TsdbConfig};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::{AppendReport, Matcher, RejectReason, Sample, SeriesSamples, StoreStats};
+
+/// What an append changed, for the WAL.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    pub(crate) report: AppendReport,
+    pub(crate) new_series: Vec<(SeriesId, Labels)>,
+    /// Stored samples (not the accepted duplicates).
+    pub(crate) samples: Vec<(SeriesId, Sample)>,
+    /// A chunk read failed for some samples (they are neither stored nor rejected).
+    pub(crate) error: Option<io::Error>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Head {
+    ooo_window: i64,
+    retention: i64,
+    limits: Limits,
+    store: Arc<ChunkStore>,
+    symbols: Symbols,
+    by_labels: HashMap<Labels, SeriesId>,
+    series: Vec<Option<MemSeries>>,
+    index: Index,
+    per_metric: HashMap<Arc<str>, usize>,
+    /// Bounds of all samples ever stored (they only widen): a query covering them needs no
+    /// per-series time checks.
+    min_t: i64,
+    max_t: i64,
+}
+
+/// Why a label set is invalid, if it is.
+fn invalid_labels(labels: &Labels, limits: &Limits) -> Option<String> {
+    if labels.metric_name().is_none() {
+        return Some(format!("series {labels} has no metric name"));
+    }
+    if labels.len() > limits.max_labels_per_series {
+        return Some(format!(
+            "series {labels} has {} labels, more than the limit of {}",
+            labels.len(),
+            limits.max_labels_per_series
+        ));
+    }
+    for l in labels.iter() {
+        if l.name.len() > limits.max_label_name_length {
+            return Some(format!(
+                "series {labels}: label name {:?} is longer than the limit of {} bytes",
+                &*l.name, limits.max_label_name_length
+            ));
+        }
+        if l.value.len() > limits.max_label_value_length {
+            return Some(format!(
+                "series {labels}: the value of label {:?} is longer than the limit of {} bytes",
+                &*l.name, limits.max_label_value_length
+            ));
+        }
+        if l.name.is_empty() {
+            return Some(format!("series {labels} has an empty label name"));
+        }
+    }
+    None
+}
+
+impl Head {
+    /// A head keeping closed chunks in `store`.
+    pub(crate) fn new(cfg: &TsdbConfig, store: Arc<ChunkStore>) -> Head {
+        Head {
+            ooo_window: cfg.ooo_window_ms(),
+            retention: cfg.retention_ms(),
+            limits: cfg.limits.clone(),
+            store,
+            symbols: Symbols::default(),
+            by_labels: HashMap::new(),
+            series: Vec::new(),
+            index: Index::default(),
+            per_metric: HashMap::new(),
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+        }
+    }
+
+    pub(crate) fn num_series(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The id the next new series gets.
+    pub(crate) fn next_id(&self) -> SeriesId {
+        self.series.len() as SeriesId
+    }
+
+    /// Makes sure new series get ids from `next` on.
+    pub(crate) fn reserve_ids(&mut self, next: SeriesId) {
+        if self.series.len() < next as usize {
+            self.series.resize_with(next as usize, || None);
+        }
+    }
+
+    pub(crate) fn bounds(&self) -> (i64, i64) {
+        (self.min_t, self.max_t)
+    }
+
+    pub(crate) fn set_bounds(&mut self, min_t: i64, max_t: i64) {
+        self.min_t = self.min_t.min(min_t);
+        self.max_t = self.max_t.max(max_t);
+    }
+
+    /// Live series in id order.
+    pub(crate) fn iter_series(&self) -> impl Iterator<Item = (SeriesId, &MemSeries)> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i as SeriesId, s)))
+    }
+
+    /// Checks and stores a batch; rejected samples are reported one by one.
+    pub(crate) fn append(&mut self, batch: &[SeriesSamples]) -> Appended {
+        let mut out = Appended::default();
+        let too_old_before = if self.max_t == i64::MIN {
+            i64::MIN
+        } else {
+            self.max_t.saturating_sub(self.retention)
+        };
+        for s in batch {
+            if s.samples.is_empty() {
+                continue;
+            }
+            if let Some(msg) = invalid_labels(&s.labels, &self.limits) {
+                for _ in &s.samples {
+                    out.report
+                        .reject(RejectReason::InvalidLabels, || msg.clone());
+                }
+                continue;
+            }
+            let mut id = self.by_labels.get(&s.labels).copied();
+            for p in &s.samples {
+                if p.t < too_old_before {
+                    out.report.reject(RejectReason::TooOld, || {
+                        format!(
+                            "sample of {} at {} is older than the retention allows",
+                            s.labels, p.t
+                        )
+                    });
+                    continue;
+                }
+                let sid = match id {
+                    Some(sid) => sid,
+                    None => match self.create_series(&s.labels) {
+                        Ok(sid) => {
+                            out.new_series.push((sid, self.labels_of(sid)));
+                            id = Some(sid);
+                            sid
+                        }
+                        Err(msg) => {
+                            out.report.reject(RejectReason::SeriesLimit, || msg.clone());
+                            continue;
+                        }
+                    },
+                };
+                let Some(series) = self.series.get_mut(sid as usize).and_then(Option::as_mut)
+                else {
+                    continue;
+                };
+                let placed = match series.append(&self.store, p.t, p.v, self.ooo_window, true) {
+                    Ok(placed) => placed,
+                    Err(e) => {
+                        out.error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                match placed {
+                    Placed::Stored => {
+                        out.report.accepted += 1;
+                        out.samples.push((sid, *p));
+                        self.min_t = self.min_t.min(p.t);
+                        self.max_t = self.max_t.max(p.t);
+                    }
+                    Placed::Duplicate => out.report.accepted += 1,
+                    Placed::Conflict => out.report.reject(RejectReason::DuplicateTimestamp, || {
+                        format!(
+                            "sample of {} at {} has a different value than the stored one",
+                            s.labels, p.t
+                        )
+                    }),
+                    Placed::TooOld => out.report.reject(RejectReason::OutOfOrder, || {
+                        format!(
+                            "sample of {} at {} is older than the series' newest sample by \
+                             more than the out-of-order window",
+                            s.labels, p.t
+                        )
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    fn labels_of(&self, id: SeriesId) -> Labels {
+        self.series
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|s| s.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Creates a series within the limits.
+    fn create_series(&mut self, labels: &Labels) -> Result<SeriesId, String> {
+        let max = self.limits.max_series_per_tenant;
+        if max > 0 && self.index.len() >= max {
+            return Err(format!(
+                "new series {labels} would exceed the limit of {max} series per tenant"
+            ));
+        }
+        let max = self.limits.max_series_per_metric;
+        if max > 0 {
+            let name = labels.metric_name().unwrap_or_default();
+            if self.per_metric.get(name).copied().unwrap_or(0) >= max {
+                return Err(format!(
+                    "new series {labels} would exceed the limit of {max} series for metric {name:?}"
+                ));
+            }
+        }
+        let id = self.next_id();
+        self.insert_series(id, MemSeries::new(labels.clone()));
+        Ok(id)
+    }
+
+    /// Adds a series under `id` (new, replayed or loaded from a checkpoint).
+    pub(crate) fn insert_series(&mut self, id: SeriesId, mut series: MemSeries) {
+        if let Some(old) = self.by_labels.get(&series.labels).copied() {
+            if old == id {
+                return;
+            }
+            self.remove_series(old);
+        }
+        series.labels = self.symbols.intern_labels(&series.labels);
+        let i = id as usize;
+        if self.series.len() <= i {
+            self.series.resize_with(i + 1, || None);
+        }
+        if let Some(name) = series.labels.metric_name() {
+            *self.per_metric.entry(Arc::from(name)).or_default() += 1;
+        }
+        self.index.add(id, &series.labels);
+        self.by_labels.insert(series.labels.clone(), id);
+        self.series[i] = Some(series);
+    }
+
+    fn remove_series(&mut self, id: SeriesId) {
+        let Some(series) = self.series.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.index.remove(id, &series.labels);
+        self.by_labels.remove(&series.labels);
+        if let Some(name) = series.labels.metric_name()
+            && let Some(n) = self.per_metric.get_mut(name)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_metric.remove(name);
+            }
+        }
+    }
+
+    /// Replays a stored sample (accepted before: no checks).
+    pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) {
+        if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
+            if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
+                tracing::error!(error = %e, series = %series.labels, "tsdb: replaying a sample failed");
+            }
+            self.min_t = self.min_t.min(s.t);
+            self.max_t = self.max_t.max(s.t);
+        }
+    }
+
+    /// Removes series without samples (a replayed series record whose samples were torn off).
+    pub(crate) fn drop_empty_series(&mut self) {
+        let empty: Vec<SeriesId> = self
+            .iter_series()
+            .filter(|(_, s)| s.is_empty())
+            .map(|(id, _)| id)
+            .collect();
+        for id in empty {
+            self.remove_series(id);
+        }
+    }
+
+    /// The ids of the series matching every matcher.
+    pub(crate) fn matching(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
+        self.index.select(matchers)
+    }
+
+    /// Deletes samples in `mint..=maxt` of the series `ids`; series left empty are removed.
+    /// A read error leaves the failing series unchanged and is returned after the others.
+    pub(crate) fn apply_delete(
+        &mut self,
+        ids: &[SeriesId],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<()> {
+        let mut emptied = Vec::new();
+        let mut error = None;
+        for id in ids {
+            if let Some(series) = self.series.get_mut(*id as usize).and_then(Option::as_mut) {
+                if let Err(e) = series.delete(&self.store, mint, maxt) {
+                    error.get_or_insert(e);
+                }
+                if series.is_empty() {
+                    emptied.push(*id);
+                }
+            }
+        }
+        for id in emptied {
+            self.remove_series(id);
+        }
+        self.symbols.gc();
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Drops chunks older than the retention behind the newest sample; returns how many
+    /// series were removed.
+    pub(crate) fn apply_retention(&mut self) -> usize {
+        if self.max_t == i64::MIN {
+            return 0;
+        }
+        let cutoff = self.max_t.saturating_sub(self.retention);
+        let mut emptied = Vec::new();
+        for (i, s) in self.series.iter_mut().enumerate() {
+            if let Some(s) = s
+                && s.min_time().is_some_and(|m| m < cutoff)
+                && s.truncate_before(cutoff)
+            {
+                emptied.push(i as SeriesId);
+            }
+        }
+        let n = emptied.len();
+        for id in emptied {
+            self.remove_series(id);
+        }
+        if n > 0 {
+            self.symbols.gc();
+        }
+        n
+    }
+
+    /// Folds every out-of-order buffer into its chunks (before a checkpoint).
+    pub(crate) fn merge_ooo(&mut self) {
+        for s in self.series.iter_mut().flatten() {
+            if let Err(e) = s.merge_ooo(&self.store) {
+                tracing::error!(error = %e, series = %s.labels, "tsdb: merging out-of-order samples failed");
+            }
+        }
+    }
+
+    pub(crate) fn store(&self) -> Arc<ChunkStore> {
+        self.store.clone()
+    }
+
+    fn covers(&self, mint: i64, maxt: i64) -> bool {
+        mint <= self.min_t && maxt >= self.max_t
+    }
+
+    fn get(&self, id: SeriesId) -> Option<&MemSeries> {
+        self.series.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<SeriesSamples>> {
+        let mut out = Vec::new();
+        for s in self
+            .matching(matchers)
+            .into_iter()
+            .filter_map(|id| self.get(id))
+        {
+            let samples = s.samples(&self.store, mint, maxt)?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    fn matching_in_range(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<&MemSeries>> {
+        let all = self.covers(mint, maxt);
+        let mut out = Vec::new();
+        for s in self
+            .matching(matchers)
+            .into_iter()
+            .filter_map(|id| self.get(id))
+        {
+            if all || s.has_samples_in(&self.store, mint, maxt)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<Labels>> {
+        let mut out: Vec<Labels> = self
+            .matching_in_range(matchers, mint, maxt)?
+            .into_iter()
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<String>> {
+        if matchers.is_empty() && self.covers(mint, maxt) {
+            return Ok(self.index.names());
+        }
+        let mut names = BTreeSet::new();
+        for s in self.matching_in_range(matchers, mint, maxt)? {
+            for l in s.labels.iter() {
+                if !names.contains(&*l.name) {
+                    names.insert(l.name.to_string());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    pub(crate) fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<String>> {
+        if matchers.is_empty() && self.covers(mint, maxt) {
+            return Ok(self.index.values(name));
+        }
+        let mut values = BTreeSet::new();
+        for s in self.matching_in_range(matchers, mint, maxt)? {
+            if let Some(v) = s.labels.get(name)
+                && !values.contains(v)
+            {
+                values.insert(v.to_string());
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+
+    /// Cardinality figures from the index (Prometheus's head statistics).
+    pub(crate) fn stats(&self, limit: usize) -> StoreStats {
+        let mut by_metric = Vec::new();
+        let mut value_counts = Vec::new();
+        let mut memory = Vec::new();
+        let mut pairs = Vec::new();
+        let mut num_label_pairs = 0u64;
+        for (name, values) in self.index.postings() {
+            value_counts.push((name.to_string(), values.len() as u64));
+            let mut size = 0u64;
+            for (value, ids) in values {
+                let n = ids.len() as u64;
+                if &**name == METRIC_NAME {
+                    by_metric.push((value.to_string(), n));
+                }
+                pairs.push((format!("{name}={value}"), n));
+                size += value.len() as u64 * n;
+                num_label_pairs += 1;
+            }
+            memory.push((name.to_string(), size));
+        }
+        let top = |mut v: Vec<(String, u64)>| {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+            v
+        };
+        let mut chunk_count = 0u64;
+        let mut bounds: Option<(i64, i64)> = None;
+        for (_, s) in self.iter_series() {
+            chunk_count += s.chunk_count() as u64;
+            if let (Some(lo), Some(hi)) = (s.min_time(), s.last.map(|l| l.t)) {
+                bounds = Some(match bounds {
+                    None => (lo, hi),
+                    Some((a, b)) => (a.min(lo), b.max(hi)),
+                });
+            }
+        }
+        StoreStats {
+            num_series: self.index.len() as u64,
+            num_label_pairs,
+            chunk_count,
+            min_time: bounds.map(|b| b.0),
+            max_time: bounds.map(|b| b.1),
+            series_count_by_metric_name: top(by_metric),
+            label_value_count_by_label_name: top(value_counts),
+            memory_in_bytes_by_label_name: top(memory),
+            series_count_by_label_value_pair: top(pairs),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! One series in the head: closed chunks, the open chunk, and the out-of-order buffer.
+
+use std::io;
+
+use super::chunks::{ChunkData, ChunkStore};
+use crate::chunk::{Chunk, ChunkRef, SAMPLES_PER_CHUNK};
+use crate::labels::Labels;
+use crate::storage::Sample;
+
+/// Out-of-order samples kept beside the chunks before they are merged into them.
+const OOO_MERGE_AT: usize = SAMPLES_PER_CHUNK as usize / 4;
+
+/// A closed, immutable chunk.
+#[derive(Clone, Debug)]
+pub(crate) struct ClosedChunk {
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+    pub(crate) data: ChunkData,
+}
+
+impl ClosedChunk {
+    pub(crate) fn new(c: &Chunk, store: &ChunkStore) -> ClosedChunk {
+        ClosedChunk {
+            min_t: c.min_time(),
+            max_t: c.max_time(),
+            data: store.put(c.to_bytes()),
+        }
+    }
+
+    /// The chunk's samples.
+    fn samples(&self, store: &ChunkStore) -> io::Result<Vec<Sample>> {
+        let b = store.get(&self.data)?;
+        let c = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(c.iter().collect())
+    }
+}
+
+/// All samples of `chunks` in order.
+fn decode_all(chunks: &[ClosedChunk], store: &ChunkStore) -> io::Result<Vec<Sample>> {
+    let mut out = Vec::with_capacity(chunks.len() * usize::from(SAMPLES_PER_CHUNK));
+    for c in chunks {
+        out.extend(c.samples(store)?);
+    }
+    Ok(out)
+}
+
+/// Where an appended sample went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Stored (in order or in the out-of-order buffer).
+    Stored,
+    /// The same sample was already stored: nothing to do.
+    Duplicate,
+    /// A different value exists at that time.
+    Conflict,
+    /// Older than the series' newest sample by more than the window.
+    TooOld,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct MemSeries {
+    pub(crate) labels: Labels,
+    pub(crate) closed: Vec<ClosedChunk>,
+    pub(crate) open: Chunk,
+    /// Samples older than the newest, sorted by time, not in any chunk.
+    pub(crate) ooo: Vec<Sample>,
+    /// The newest sample.
+    pub(crate) last: Option<Sample>,
+}
+
+impl MemSeries {
+    pub(crate) fn new(labels: Labels) -> MemSeries {
+        MemSeries {
+            labels,
+            closed: Vec::new(),
+            open: Chunk::default(),
+            ooo: Vec::new(),
+            last: None,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.last.is_none()
+    }
+
+    pub(crate) fn min_time(&self) -> Option<i64> {
+        let chunks = self
+            .closed
+            .first()
+            .map(|c| c.min_t)
+            .or((!self.open.is_empty()).then(|| self.open.min_time()));
+        match (chunks, self.ooo.first()) {
+            (Some(a), Some(b)) => Some(a.min(b.t)),
+            (a, b) => a.or(b.map(|s| s.t)),
+        }
+    }
+
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.closed.len() + usize::from(!self.open.is_empty())
+    }
+
+    /// Appends a sample; `window` is how far behind the newest sample a sample may be.
+    /// `check_window` is off during replay (the sample was accepted before).
+    pub(crate) fn append(
+        &mut self,
+        store: &ChunkStore,
+        t: i64,
+        v: f64,
+        window: i64,
+        check_window: bool,
+    ) -> io::Result<Placed> {
+        let Some(last) = self.last else {
+            self.push(store, t, v);
+            return Ok(Placed::Stored);
+        };
+        if t > last.t {
+            self.push(store, t, v);
+            return Ok(Placed::Stored);
+        }
+        let same = |old: f64| {
+            if old.to_bits() == v.to_bits() {
+                Placed::Duplicate
+            } else {
+                Placed::Conflict
+            }
+        };
+        if t == last.t {
+            return Ok(same(last.v));
+        }
+        if check_window && t < last.t.saturating_sub(window) {
+            return Ok(Placed::TooOld);
+        }
+        if let Some(old) = self.value_at(store, t)? {
+            return Ok(same(old));
+        }
+        let i = self.ooo.partition_point(|s| s.t < t);
+        self.ooo.insert(i, Sample { t, v });
+        if self.ooo.len() >= OOO_MERGE_AT {
+            self.merge_ooo(store)?;
+        }
+        Ok(Placed::Stored)
+    }
+
+    fn push(&mut self, store: &ChunkStore, t: i64, v: f64) {
+        if self.open.is_full() {
+            self.closed.push(ClosedChunk::new(&self.open, store));
+            self.open = Chunk::default();
+        }
+        self.open.append(t, v);
+        self.last = Some(Sample { t, v });
+    }
+
+    /// The stored value at `t`, if any.
+    fn value_at(&self, store: &ChunkStore, t: i64) -> io::Result<Option<f64>> {
+        if let Ok(i) = self.ooo.binary_search_by_key(&t, |s| s.t) {
+            return Ok(Some(self.ooo[i].v));
+        }
+        for c in self.closed.iter().rev() {
+            if c.max_t < t {
+                break;
+            }
+            if c.min_t <= t
+                && let Some(s) = c.samples(store)?.into_iter().find(|s| s.t == t)
+            {
+                return Ok(Some(s.v));
+            }
+        }
+        if !self.open.is_empty() && self.open.min_time() <= t {
+            return Ok(self.open.iter().find(|s| s.t == t).map(|s| s.v));
+        }
+        Ok(None)
+    }
+
+    /// Folds the out-of-order buffer into the chunks: the chunks from the first one it
+    /// overlaps on are rewritten. On a read error nothing changes.
+    pub(crate) fn merge_ooo(&mut self, store: &ChunkStore) -> io::Result<()> {
+        if self.ooo.is_empty() {
+            return Ok(());
+        }
+        let from_t = self.ooo[0].t;
+        let keep = self.closed.partition_point(|c| c.max_t < from_t);
+        let mut samples = decode_all(&self.closed[keep..], store)?;
+        samples.extend(self.open.iter());
+        let ooo = std::mem::take(&mut self.ooo);
+        samples = merge(samples, &ooo);
+        self.closed.truncate(keep);
+        self.rechunk(store, &samples)
+    }
+
+    /// Replaces the chunks after `self.closed` with `samples` (sorted).
+    fn rechunk(&mut self, store: &ChunkStore, samples: &[Sample]) -> io::Result<()> {
+        let per = usize::from(SAMPLES_PER_CHUNK);
+        let mut parts = samples.chunks(per).peekable();
+        self.open = Chunk::default();
+        while let Some(part) = parts.next() {
+            let c = Chunk::from_samples(part);
+            if parts.peek().is_some() {
+                self.closed.push(ClosedChunk::new(&c, store));
+            } else {
+                self.open = c;
+            }
+        }
+        self.last = match samples.last() {
+            Some(s) => Some(*s),
+            None => match self.closed.last() {
+                Some(c) => c.samples(store)?.last().copied(),
+                None => None,
+            },
+        };
+        Ok(())
+    }
+
+    /// Samples in `mint..=maxt`, in time order.
+    pub(crate) fn samples(
+        &self,
+        store: &ChunkStore,
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        let from = self.closed.partition_point(|c| c.max_t < mint);
+        for c in &self.closed[from..] {
+            if c.min_t > maxt {
+                break;
+            }
+            let b = store.get(&c.data)?;
+            let r = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let mut it = r.iter();
+            if let Some(s) = it.seek(mint) {
+                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
+            }
+        }
+        if !self.open.is_empty() && self.open.min_time() <= maxt && self.open.max_time() >= mint {
+            let mut it = self.open.iter();
+            if let Some(s) = it.seek(mint) {
+                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
+            }
+        }
+        let lo = self.ooo.partition_point(|s| s.t < mint);
+        let hi = self.ooo.partition_point(|s| s.t <= maxt);
+        if lo < hi {
+            out = merge(out, &self.ooo[lo..hi]);
+        }
+        Ok(out)
+    }
+
+    /// Whether any sample lies in `mint..=maxt`.
+    pub(crate) fn has_samples_in(
+        &self,
+        store: &ChunkStore,
+        mint: i64,
+        maxt: i64,
+    ) -> io::Result<bool> {
+        let Some(last) = self.last else {
+            return Ok(false);
+        };
+        match self.min_time() {
+            Some(min) if min >= mint && last.t <= maxt => Ok(true),
+            Some(min) if min > maxt || last.t < mint => Ok(false),
+            _ => Ok(!self.samples(store, mint, maxt)?.is_empty()),
+        }
+    }
+
+    /// Removes samples in `mint..=maxt`; on a read error nothing changes.
+    pub(crate) fn delete(&mut self, store: &ChunkStore, mint: i64, maxt: i64) -> io::Result<()> {
+        let Some(last) = self.last else {
+            return Ok(());
+        };
+        match self.min_time() {
+            Some(min) if min > maxt || last.t < mint => return Ok(()),
+            _ => {}
+        }
+        self.merge_ooo(store)?;
+        let keep = self.closed.partition_point(|c| c.max_t < mint);
+        let mut before = decode_all(&self.closed[keep..], store)?;
+        before.extend(self.open.iter());
+        let n = before.len();
+        before.retain(|s| s.t < mint || s.t > maxt);
+        if before.len() == n {
+            return Ok(());
+        }
+        self.closed.truncate(keep);
+        self.last = None;
+        self.rechunk(store, &before)
+    }
+
+    /// Drops whole chunks (and buffered samples) that end before `t`; returns whether the
+    /// series is now empty.
+    pub(crate) fn truncate_before(&mut self, t: i64) -> bool {
+        let n = self.closed.partition_point(|c| c.max_t < t);
+        self.closed.drain(..n);
+        self.ooo.retain(|s| s.t >= t);
+        if !self.open.is_empty() && self.open.max_time() < t && self.closed.is_empty() {
+            self.open = Chunk::default();
+            if self.ooo.is_empty() {
+                self.last = None;
+            }
+        }
+        self.is_empty()
+    }
+}
+
+/// Merges two sorted sample lists with distinct times.
+fn merge(a: Vec<Sample>, b: &[Sample]) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].t <= b[j].t {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}

@@ -1,0 +1,299 @@
+//! One tenant's persistent store: the head, its WAL and checkpoints, behind the storage seams.
+//!
+//! Layout of a tenant directory: `wal/<segment>` files and `checkpoint.<segment>`.
+//! Writes: the head checks and stores a batch under its write lock and queues the WAL records
+//! of what it stored; the append returns once those records are fdatasync'ed (group commit).
+
+mod checkpoint;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::TsdbConfig;
+use crate::head::{ChunkStore, Head};
+use crate::labels::Labels;
+use crate::storage::{
+    AppendReport, Appendable, Matcher, Queryable, SeriesSamples, StorageError, Store, StoreStats,
+};
+use crate::wal::{self, Record, Wal, WalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TsdbError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("{0}: corrupt checkpoint")]
+    Corrupt(PathBuf),
+}
+
+impl TsdbError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TsdbError + '_ {
+        move |source| TsdbError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl From<TsdbError> for StorageError {
+    fn from(e: TsdbError) -> StorageError {
+        StorageError::Internal(e.to_string())
+    }
+}
+
+impl From<WalError> for StorageError {
+    fn from(e: WalError) -> StorageError {
+        StorageError::Internal(e.to_string())
+    }
+}
+
+/// A tenant's persistent store.
+#[derive(Debug)]
+pub struct Tsdb {
+    dir: PathBuf,
+    head: RwLock<Head>,
+    wal: Wal,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+}
+
+impl Tsdb {
+    /// Opens (or creates) the store in `dir`: loads the newest valid checkpoint and replays the
+    /// WAL written after it.
+    pub fn open(dir: &Path, cfg: &TsdbConfig) -> Result<Tsdb, TsdbError> {
+        std::fs::create_dir_all(dir).map_err(TsdbError::io(dir))?;
+        let started = std::time::Instant::now();
+        let chunks_dir = dir.join("chunks");
+        let store = ChunkStore::open(&chunks_dir).map_err(TsdbError::io(&chunks_dir))?;
+        let mut head = Head::new(cfg, Arc::new(store));
+        // Only the newest checkpoint counts: the WAL before it is gone, so an older one would
+        // silently lose data. A corrupt one stops the open for the operator to see.
+        let mut first_segment = 0;
+        if let Some(seg) = checkpoint::list(dir)?.last() {
+            checkpoint::load(&checkpoint::path(dir, *seg), &mut head)?;
+            first_segment = *seg;
+        }
+        let mut replayed = 0u64;
+        let wal = Wal::open(
+            &dir.join("wal"),
+            cfg.wal.segment_size.as_u64(),
+            first_segment,
+            |rec| {
+                replayed += 1;
+                match rec {
+                    Record::Series(s) => {
+                        for (id, labels) in s {
+                            head.insert_series(id, crate::head::MemSeries::new(labels));
+                        }
+                    }
+                    Record::Samples(s) => {
+                        for (id, p) in s {
+                            head.apply_sample(id, p);
+                        }
+                    }
+                    Record::Delete { ids, mint, maxt } => {
+                        if let Err(e) = head.apply_delete(&ids, mint, maxt) {
+                            tracing::error!(error = %e, "tsdb: replaying a delete failed");
+                        }
+                    }
+                }
+            },
+        )?;
+        head.drop_empty_series();
+        crate::metrics::HEAD_SERIES.add(head.num_series() as i64);
+        tracing::info!(
+            dir = %dir.display(),
+            series = head.num_series(),
+            checkpoint_segment = first_segment,
+            wal_records = replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "tsdb: opened"
+        );
+        let db = Tsdb {
+            dir: dir.to_path_buf(),
+            head: RwLock::new(head),
+            wal,
+            checkpointing: Mutex::new(()),
+        };
+        // Older checkpoints than the one loaded are superseded.
+        db.remove_checkpoints_before(first_segment)?;
+        Ok(db)
+    }
+
+    fn remove_checkpoints_before(&self, seg: u64) -> Result<(), TsdbError> {
+        for old in checkpoint::list(&self.dir)? {
+            if old < seg {
+                let p = checkpoint::path(&self.dir, old);
+                std::fs::remove_file(&p).map_err(TsdbError::io(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the head, applying retention first, and removes the WAL segments
+    /// and checkpoints it supersedes.
+    pub fn checkpoint(&self) -> Result<(), TsdbError> {
+        let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
+        let res = self.checkpoint_inner();
+        let result = if res.is_ok() { "ok" } else { "error" };
+        crate::metrics::CHECKPOINTS
+            .with_label_values(&[result])
+            .inc();
+        res
+    }
+
+    fn checkpoint_inner(&self) -> Result<(), TsdbError> {
+        let started = std::time::Instant::now();
+        let (segment, data, live, current_file, store, series) = {
+            let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+            let before = head.num_series();
+            // Retention drops whole chunks; it is not logged, so it runs only here, where the
+            // checkpoint records its result before the WAL that preceded it is removed.
+            head.apply_retention();
+            head.merge_ooo();
+            crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
+            let segment = self.wal.cut()?;
+            let (data, live) = checkpoint::encode(&head);
+            let store = head.store();
+            let current_file = store.current_file();
+            (segment, data, live, current_file, store, head.num_series())
+        };
+        let chunks_dir = self.dir.join("chunks");
+        store.sync().map_err(TsdbError::io(&chunks_dir))?;
+        checkpoint::write(&self.dir, segment, &data)?;
+        self.wal.remove_before(segment)?;
+        self.remove_checkpoints_before(segment)?;
+        store
+            .remove_unreferenced(&live, current_file)
+            .map_err(TsdbError::io(&chunks_dir))?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segment,
+            series,
+            bytes = data.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "tsdb: checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// Checkpoints for a fast next start.
+    pub fn close(&self) -> Result<(), TsdbError> {
+        self.checkpoint()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Head> {
+        self.head.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn read_error(e: std::io::Error) -> StorageError {
+    StorageError::Internal(format!("reading chunks: {e}"))
+}
+
+impl Queryable for Tsdb {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        self.read().select(matchers, mint, maxt).map_err(read_error)
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        self.read()
+            .series_labels(matchers, mint, maxt)
+            .map_err(read_error)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.read()
+            .label_names(matchers, mint, maxt)
+            .map_err(read_error)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.read()
+            .label_values(name, matchers, mint, maxt)
+            .map_err(read_error)
+    }
+}
+
+impl Appendable for Tsdb {
+    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+        let (report, seq, error) = {
+            let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+            let before = head.num_series();
+            let out = head.append(batch);
+            crate::metrics::HEAD_SERIES.add(head.num_series() as i64 - before as i64);
+            let mut framed = Vec::new();
+            if !out.new_series.is_empty() {
+                wal::frame(&Record::Series(out.new_series), &mut framed);
+            }
+            if !out.samples.is_empty() {
+                wal::frame(&Record::Samples(out.samples), &mut framed);
+            }
+            let seq = (!framed.is_empty()).then(|| self.wal.enqueue(&framed));
+            (out.report, seq, out.error)
+        };
+        if let Some(seq) = seq {
+            self.wal.wait_durable(seq)?;
+        }
+        if let Some(e) = error {
+            // What was stored is durable; the client retries the batch (re-delivered samples
+            // are accepted as duplicates).
+            crate::metrics::count_append(&report);
+            return Err(read_error(e));
+        }
+        crate::metrics::count_append(&report);
+        Ok(report)
+    }
+
+    fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError> {
+        let seq = {
+            let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+            let before = head.num_series();
+            let ids = head.matching(matchers);
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let res = head.apply_delete(&ids, mint, maxt);
+            crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
+            let mut framed = Vec::new();
+            wal::frame(&Record::Delete { ids, mint, maxt }, &mut framed);
+            (self.wal.enqueue(&framed), res)
+        };
+        self.wal.wait_durable(seq.0)?;
+        seq.1.map_err(read_error)
+    }
+}
+
+impl Store for Tsdb {
+    fn stats(&self, limit: usize) -> Result<StoreStats, StorageError> {
+        Ok(self.read().stats(limit))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Checkpoints: the whole head (series with their ids and compressed chunks) in one CRC-checked
+//! file `checkpoint.<segment>`, meaning "the head as of the start of WAL segment <segment>".
+//! Restart loads it (chunks are copied, not re-encoded) and replays only the segments from
+//! <segment> on.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::chunk::{Chunk, ChunkRef};
+use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId};
+use crate::storage::Sample;
+use crate::wal::record::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
+use crate::wal::sync_dir;
+
+use super::TsdbError;
+
+const MAGIC: &[u8; 8] = b"SXTSCP01";
+const PREFIX: &str = "checkpoint.";
+
+pub(crate) fn path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{segment:08}"))
+}
+
+/// Checkpoints in `dir` by segment, ascending.
+pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, TsdbError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(TsdbError::io(dir))? {
+        let e = e.map_err(TsdbError::io(dir))?;
+        if let Some(n) = e
+            .file_name()
+            .to_str()
+            .and_then(|s| s.strip_prefix(PREFIX))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+const IN_MEMORY: u8 = 0;
+const ON_DISK: u8 = 1;
+
+/// Serializes the head; returns the bytes and the chunk files they reference.
+pub(crate) fn encode(head: &Head) -> (Vec<u8>, HashSet<u32>) {
+    let mut files = HashSet::new();
+    let mut out = Vec::with_capacity(1 << 16);
+    out.extend_from_slice(MAGIC);
+    put_uvarint(&mut out, u64::from(head.next_id()));
+    let (min_t, max_t) = head.bounds();
+    put_varint(&mut out, min_t);
+    put_varint(&mut out, max_t);
+    put_uvarint(&mut out, head.num_series() as u64);
+    for (id, s) in head.iter_series() {
+        put_uvarint(&mut out, u64::from(id));
+        put_labels(&mut out, &s.labels);
+        put_uvarint(&mut out, s.closed.len() as u64);
+        for c in &s.closed {
+            put_varint(&mut out, c.min_t);
+            put_varint(&mut out, c.max_t);
+            match &c.data {
+                ChunkData::Mem(b) => {
+                    out.push(IN_MEMORY);
+                    put_bytes(&mut out, b);
+                }
+                ChunkData::Disk(r) => {
+                    out.push(ON_DISK);
+                    put_uvarint(&mut out, u64::from(r.file));
+                    put_uvarint(&mut out, u64::from(r.off));
+                    put_uvarint(&mut out, u64::from(r.len));
+                    files.insert(r.file);
+                }
+            }
+        }
+        match s.last {
+            Some(p) => {
+                out.push(1);
+                put_varint(&mut out, p.t);
+                out.extend(p.v.to_bits().to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        put_bytes(&mut out, &s.open.to_bytes());
+        put_uvarint(&mut out, s.ooo.len() as u64);
+        for p in &s.ooo {
+            put_varint(&mut out, p.t);
+            out.extend(p.v.to_bits().to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend(crc.to_le_bytes());
+    (out, files)
+}
+
+/// Writes a checkpoint durably (temporary file, fsync, rename, directory fsync).
+pub(crate) fn write(dir: &Path, segment: u64, data: &[u8]) -> Result<(), TsdbError> {
+    let final_path = path(dir, segment);
+    let tmp = final_path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(TsdbError::io(&tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(TsdbError::io(&tmp))?;
+    fs::rename(&tmp, &final_path).map_err(TsdbError::io(&final_path))?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+fn corrupt(path: &Path) -> TsdbError {
+    TsdbError::Corrupt(path.to_path_buf())
+}
+
+/// Loads a checkpoint into an empty head.
+pub(crate) fn load(path: &Path, head: &mut Head) -> Result<(), TsdbError> {
+    let data = fs::read(path).map_err(TsdbError::io(path))?;
+    if data.len() < MAGIC.len() + 4 || !data.starts_with(MAGIC) {
+        return Err(corrupt(path));
+    }
+    let (body, crc) = data.split_at(data.len() - 4);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt(path));
+    }
+    decode(&body[MAGIC.len()..], head).ok_or_else(|| corrupt(path))
+}
+
+fn decode(body: &[u8], head: &mut Head) -> Option<()> {
+    let mut r = Reader::new(body);
+    let next_id = r.id()?;
+    let min_t = r.varint()?;
+    let max_t = r.varint()?;
+    let n = r.count()?;
+    for _ in 0..n {
+        let id: SeriesId = r.id()?;
+        let labels = r.labels()?;
+        let mut s = MemSeries::new(labels);
+        let nc = r.count()?;
+        for _ in 0..nc {
+            let min_t = r.varint()?;
+            let max_t = r.varint()?;
+            let data = match r.u8()? {
+                IN_MEMORY => {
+                    let b = r.bytes()?;
+                    ChunkRef::new(b).ok()?;
+                    ChunkData::Mem(b.into())
+                }
+                ON_DISK => ChunkData::Disk(DiskRef {
+                    file: u32::try_from(r.uvarint()?).ok()?,
+                    off: u32::try_from(r.uvarint()?).ok()?,
+                    len: u32::try_from(r.uvarint()?).ok()?,
+                }),
+                _ => return None,
+            };
+            s.closed.push(ClosedChunk { min_t, max_t, data });
+        }
+        if r.u8()? == 1 {
+            let t = r.varint()?;
+            s.last = Some(Sample {
+                t,
+                v: f64::from_bits(r.u64_le()?),
+            });
+        }
+        s.open = Chunk::from_bytes(r.bytes()?).ok()?;
+        let no = r.count()?;
+        for _ in 0..no {
+            let t = r.varint()?;
+            let v = f64::from_bits(r.u64_le()?);
+            s.ooo.push(Sample { t, v });
+        }
+        if s.is_empty() {
+            continue;
+        }
+        head.insert_series(id, s);
+    }
+    if !r.is_empty() {
+        return None;
+    }
+    head.reserve_ids(next_id);
+    head.set_bounds(min_t, max_t);
+    Some(())
+}

@@ -1,0 +1,253 @@
+use super::*;
+use crate::storage::{MatchOp, MemStorage, Sample};
+use proptest::prelude::*;
+
+fn labels(series: u8) -> Labels {
+    let name = if series.is_multiple_of(2) { "a" } else { "b" };
+    let job = ["x", "y", "z"][usize::from(series / 2) % 3];
+    Labels::from_pairs([("__name__", name), ("job", job)])
+}
+
+/// The value written for a series at a time: re-writes are idempotent re-deliveries.
+fn value(series: u8, t: i64) -> f64 {
+    match t % 13 {
+        0 => crate::storage::stale_nan(),
+        1 => f64::from(series) + t as f64 / 7.0,
+        _ => (t * i64::from(series + 1)) as f64,
+    }
+}
+
+fn matchers(kind: u8) -> Vec<Matcher> {
+    let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+    match kind % 5 {
+        0 => vec![m(MatchOp::Equal, "__name__", "a")],
+        1 => vec![m(MatchOp::Regex, "job", "x|y")],
+        2 => vec![
+            m(MatchOp::NotEqual, "job", "z"),
+            m(MatchOp::Equal, "__name__", "b"),
+        ],
+        3 => vec![m(MatchOp::NotRegex, "job", "y")],
+        _ => vec![m(MatchOp::Regex, "__name__", ".+")],
+    }
+}
+
+/// Selects compared bit for bit (NaN markers included).
+fn same(got: &[SeriesSamples], want: &[SeriesSamples]) -> Result<(), String> {
+    let key = |s: &[SeriesSamples]| -> Vec<(String, Vec<(i64, u64)>)> {
+        s.iter()
+            .map(|s| {
+                (
+                    s.labels.to_string(),
+                    s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect(),
+                )
+            })
+            .collect()
+    };
+    if key(got) == key(want) {
+        Ok(())
+    } else {
+        Err(format!("got {:?}\nwant {:?}", key(got), key(want)))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append(Vec<(u8, i64)>),
+    Delete(u8, i64, i64),
+    Checkpoint,
+    /// Drop without a checkpoint (everything acknowledged is in the WAL) and reopen.
+    Crash,
+    /// Close (checkpoint) and reopen.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => proptest::collection::vec((0u8..6, 0i64..2000), 1..20).prop_map(Op::Append),
+        1 => (0u8..5, 0i64..2000, 0i64..600).prop_map(|(k, a, w)| Op::Delete(k, a, a + w)),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn check(db: &Tsdb, model: &MemStorage, ranges: &[(i64, i64)]) -> Result<(), TestCaseError> {
+    for kind in 0..5 {
+        let ms = matchers(kind);
+        for &(lo, hi) in ranges {
+            let got = db.select(&ms, lo, hi).unwrap();
+            let want = model.select(&ms, lo, hi).unwrap();
+            same(&got, &want).map_err(TestCaseError::fail)?;
+            let want_series: Vec<Labels> = want.iter().map(|s| s.labels.clone()).collect();
+            prop_assert_eq!(db.series(&ms, lo, hi).unwrap(), want_series);
+            prop_assert_eq!(
+                db.label_values("job", &ms, lo, hi).unwrap(),
+                model.label_values("job", &ms, lo, hi).unwrap()
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random writes, deletes, checkpoints, crashes and restarts give the same reads as the
+    /// in-memory model.
+    #[test]
+    fn matches_the_model(ops in proptest::collection::vec(op(), 1..40), lo in 0i64..2000) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = TsdbConfig::default();
+        let mut db = Tsdb::open(tmp.path(), &cfg).unwrap();
+        let model = MemStorage::new();
+        for op in ops {
+            match op {
+                Op::Append(points) => {
+                    let batch: Vec<SeriesSamples> = points
+                        .iter()
+                        .map(|&(s, t)| SeriesSamples {
+                            labels: labels(s),
+                            samples: vec![Sample { t, v: value(s, t) }],
+                        })
+                        .collect();
+                    let r = db.append(&batch).unwrap();
+                    prop_assert_eq!(r.accepted, points.len(), "{:?}", r);
+                    model.append(&batch).unwrap();
+                }
+                Op::Delete(k, mint, maxt) => {
+                    db.delete(&matchers(k), mint, maxt).unwrap();
+                    model.delete(&matchers(k), mint, maxt).unwrap();
+                }
+                Op::Checkpoint => db.checkpoint().unwrap(),
+                Op::Crash => {
+                    drop(db);
+                    db = Tsdb::open(tmp.path(), &cfg).unwrap();
+                }
+                Op::Restart => {
+                    db.close().unwrap();
+                    drop(db);
+                    db = Tsdb::open(tmp.path(), &cfg).unwrap();
+                }
+            }
+        }
+        check(&db, &model, &[(i64::MIN, i64::MAX), (lo, lo + 300)])?;
+        drop(db);
+        let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+        check(&db, &model, &[(i64::MIN, i64::MAX), (lo, lo + 300)])?;
+    }
+}
+
+fn all(db: &Tsdb) -> Vec<SeriesSamples> {
+    db.select(&matchers(4), i64::MIN, i64::MAX).unwrap()
+}
+
+#[test]
+fn reopen_keeps_everything_with_and_without_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TsdbConfig::default();
+    let batch: Vec<SeriesSamples> = (0..6u8)
+        .map(|s| SeriesSamples {
+            labels: labels(s),
+            samples: (0..500)
+                .map(|i| Sample {
+                    t: i * 15_000,
+                    v: value(s, i),
+                })
+                .collect(),
+        })
+        .collect();
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    db.append(&batch).unwrap();
+    let want = all(&db);
+    assert_eq!(want.len(), 6);
+    drop(db);
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    same(&all(&db), &want).unwrap();
+    db.close().unwrap();
+    drop(db);
+    // The checkpoint replaced the replayed segments.
+    assert_eq!(checkpoint::list(tmp.path()).unwrap().len(), 1);
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    same(&all(&db), &want).unwrap();
+    assert_eq!(db.stats(10).unwrap().num_series, 6);
+    // New series after a checkpoint get fresh ids and survive another reopen.
+    let more = vec![SeriesSamples {
+        labels: Labels::from_pairs([("__name__", "c")]),
+        samples: vec![Sample { t: 1, v: 1.0 }],
+    }];
+    db.append(&more).unwrap();
+    drop(db);
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    assert_eq!(all(&db).len(), 7);
+    same(&all(&db)[..6], &want).unwrap();
+}
+
+#[test]
+fn recovery_cuts_a_torn_wal_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TsdbConfig::default();
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    for t in 0..20 {
+        let b = vec![SeriesSamples {
+            labels: labels(0),
+            samples: vec![Sample { t, v: value(0, t) }],
+        }];
+        db.append(&b).unwrap();
+    }
+    drop(db);
+    // The last append was torn by a crash: only part of its frame reached the disk.
+    let wal_dir = tmp.path().join("wal");
+    let last = *wal::segments(&wal_dir).unwrap().last().unwrap();
+    let seg = wal_dir.join(format!("{last:08}"));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    let got = all(&db);
+    let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(ts, (0..19).collect::<Vec<i64>>());
+    // The store keeps working after the cut, and the sample lost with the tail can be re-sent.
+    db.append(&[SeriesSamples {
+        labels: labels(0),
+        samples: vec![Sample {
+            t: 19,
+            v: value(0, 19),
+        }],
+    }])
+    .unwrap();
+    drop(db);
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    assert_eq!(all(&db)[0].samples.len(), 20);
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_not_misread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TsdbConfig::default();
+    let db = Tsdb::open(tmp.path(), &cfg).unwrap();
+    db.append(&[SeriesSamples {
+        labels: labels(1),
+        samples: vec![Sample { t: 5, v: 5.0 }],
+    }])
+    .unwrap();
+    db.close().unwrap();
+    drop(db);
+    let seg = checkpoint::list(tmp.path()).unwrap()[0];
+    let p = checkpoint::path(tmp.path(), seg);
+    let mut data = std::fs::read(&p).unwrap();
+    data[10] ^= 1;
+    std::fs::write(&p, &data).unwrap();
+    assert!(matches!(
+        Tsdb::open(tmp.path(), &cfg),
+        Err(TsdbError::Corrupt(_))
+    ));
+    let mut head = Head::new(&cfg, Default::default());
+    assert!(matches!(
+        checkpoint::load(&p, &mut head),
+        Err(TsdbError::Corrupt(_))
+    ));
+}
