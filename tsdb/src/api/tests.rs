@@ -1,5 +1,6 @@
 //! Router tests, in process through `tower::ServiceExt::oneshot`.
 
+mod disk;
 mod failures;
 mod ingest;
 mod limits;
