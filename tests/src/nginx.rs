@@ -112,8 +112,8 @@ http {{
 
     /// Requests nginx has handled, from `stub_status`, not counting the status request itself.
     pub fn requests_handled(&self) -> Result<u64> {
-        let status = reqwest::blocking::get(format!("http://127.0.0.1:{}/status", self.port))?
-            .text()?;
+        let status =
+            reqwest::blocking::get(format!("http://127.0.0.1:{}/status", self.port))?.text()?;
         // "Active connections: 1 \nserver accepts handled requests\n 5 5 3001 \n…"
         let requests: u64 = status
             .lines()
