@@ -18,14 +18,19 @@ pub mod procstat;
 pub mod remote_write;
 pub mod workload;
 
-/// The profile directory holding the workspace's binaries (`target/debug` for `cargo test`).
+/// The profile directory holding the workspace's binaries (`target/debug` for `cargo test`):
+/// the directory of the running executable, or its parent for test executables in `deps/`.
 pub fn profile_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_owned)
-        .context("test executable has no profile directory")
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let dir = exe.parent().context("the executable has no directory")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        // target/<profile>/deps/<test> → target/<profile>
+        dir.parent()
+            .map(Path::to_owned)
+            .context("test executable has no profile directory")
+    } else {
+        Ok(dir.to_owned())
+    }
 }
 
 /// Path of a workspace binary, which must have been built (`cargo build --workspace --bins`).

@@ -289,6 +289,10 @@ fn bench(name: &str, dir: &Path, w: &Workload, args: &Args) -> Result<Figures> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.peers.iter().any(|p| p == "sextant") {
+        // Fail before the minutes of generation when the binary is missing.
+        tests::workspace_bin("sextant")?;
+    }
     let end_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     // Whole intervals, a minute back, so that every peer sees the same finished hour.
     let end_ms = (end_ms - 60_000) / (args.interval * 1000) * (args.interval * 1000);
