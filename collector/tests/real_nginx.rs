@@ -36,7 +36,10 @@ async fn nginx_lines_once_and_red_count_exact_across_two_rotations() {
     let cfg = AccessLogConfig {
         sources: vec![AccessLogSource {
             name: "nginx".into(),
-            include: vec![log.to_string_lossy().into_owned()],
+            // The live file and its renamed generations: a generation renamed away before a poll
+            // saw it at `access.log` (two rotations within a second here) is still found, and
+            // inode tracking reads every file once whatever its name.
+            include: vec![format!("{}*", log.display())],
             parsers: vec![ParserConfig::Nginx(FORMAT.into())],
             ..Default::default()
         }],
@@ -117,7 +120,7 @@ async fn nginx_lines_once_and_red_count_exact_across_two_rotations() {
         assert!(
             s.labels
                 .iter()
-                .any(|l| l.name == "filename" && Path::new(&l.value) == log)
+                .any(|l| l.name == "filename" && Path::new(&l.value).starts_with(&logs_dir))
         );
         for e in &s.entries {
             let tid = e
