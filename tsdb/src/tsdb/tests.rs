@@ -270,7 +270,9 @@ fn crash_child() {
             let db = db.clone();
             std::thread::spawn(move || {
                 for i in 0i64.. {
-                    let t = cycle * 1_000_000_000 + i * 1000;
+                    // Cycles ~28 h apart: well inside the default 15 d retention, which would
+                    // otherwise drop the first cycle's chunks at a checkpoint.
+                    let t = cycle * 100_000_000 + i * 1000;
                     let batch = [SeriesSamples {
                         labels: labels(th),
                         samples: vec![Sample { t, v: value(th, t) }],
