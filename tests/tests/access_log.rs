@@ -18,7 +18,7 @@ const FORMAT: &str = r#"$remote_addr - [$time_local] $host "$request" $status $b
 const N: usize = 1500;
 
 fn trace_id(i: usize) -> String {
-    format!("{:032x}", 0xacce_55u128 << 64 | i as u128)
+    format!("{:032x}", (0x00ac_ce55_u128 << 64) | i as u128)
 }
 
 fn sum_requests(s: &Sextant) -> Option<u64> {
