@@ -45,25 +45,24 @@ const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/promql_diff");
 /// whole minutes (subquery steps), one after the data's end within the lookback delta, one
 /// beyond it.
 const INSTANT_OFFSETS: &[i64] = &[313, 1213, 2233, 3613, 3913];
-/// The range query: start, end (seconds after the data's start) and step.
-const RANGE: (i64, i64, i64) = (613, 4213, 120);
+/// The range queries: start, end (seconds after the data's start) and step. Every evaluation
+/// time is 13 s past a multiple of 15 s, so never on a subquery step (15 s, 30 s, 1 m, 2 m…).
+const RANGES: &[(i64, i64, i64)] = &[(613, 4213, 120), (13, 1813, 30)];
 
 /// Where an evaluation ran.
 #[derive(Clone, Copy, Debug)]
 enum Eval {
     Instant(i64),
-    Range,
+    Range((i64, i64, i64)),
 }
 
 impl std::fmt::Display for Eval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Eval::Instant(o) => write!(f, "instant at $T+{o}"),
-            Eval::Range => write!(
-                f,
-                "range $T+{}..$T+{} step {}s",
-                RANGE.0, RANGE.1, RANGE.2
-            ),
+            Eval::Range((start, end, step)) => {
+                write!(f, "range $T+{start}..$T+{end} step {step}s")
+            }
         }
     }
 }
@@ -73,19 +72,25 @@ struct Target {
     base: String,
 }
 
-fn ask(client: &reqwest::blocking::Client, t: &Target, q: &str, eval: Eval, t0: i64) -> Result<(Answer, Value)> {
+fn ask(
+    client: &reqwest::blocking::Client,
+    t: &Target,
+    q: &str,
+    eval: Eval,
+    t0: i64,
+) -> Result<(Answer, Value)> {
     let (path, form) = match eval {
         Eval::Instant(o) => (
             "/api/v1/query",
             vec![("query", q.to_string()), ("time", (t0 + o).to_string())],
         ),
-        Eval::Range => (
+        Eval::Range((start, end, step)) => (
             "/api/v1/query_range",
             vec![
                 ("query", q.to_string()),
-                ("start", (t0 + RANGE.0).to_string()),
-                ("end", (t0 + RANGE.1).to_string()),
-                ("step", RANGE.2.to_string()),
+                ("start", (t0 + start).to_string()),
+                ("end", (t0 + end).to_string()),
+                ("step", step.to_string()),
             ],
         ),
     };
@@ -106,8 +111,12 @@ fn ask(client: &reqwest::blocking::Client, t: &Target, q: &str, eval: Eval, t0: 
             return Ok((a, Value::String(text)));
         }
     };
-    let answer = compare::parse(&body)
-        .map_err(|e| anyhow::anyhow!("{} answered {q:?} with an unreadable body ({e}): {text}", t.name))?;
+    let answer = compare::parse(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "{} answered {q:?} with an unreadable body ({e}): {text}",
+            t.name
+        )
+    })?;
     Ok((answer, body))
 }
 
@@ -124,7 +133,8 @@ fn load(path: Option<&PathBuf>, default: &str, filter: Option<&str>) -> Result<V
     let path = path
         .cloned()
         .unwrap_or_else(|| PathBuf::from(CORPUS_DIR).join(default));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(parse_corpus(&text)
         .into_iter()
         .filter(|q| filter.is_none_or(|f| q.text.contains(f)))
@@ -132,7 +142,12 @@ fn load(path: Option<&PathBuf>, default: &str, filter: Option<&str>) -> Result<V
 }
 
 /// Waits until `target` holds all `series` sent (`/api/v1/series` over the data's hour).
-fn wait_loaded(client: &reqwest::blocking::Client, t: &Target, t0: i64, series: usize) -> Result<()> {
+fn wait_loaded(
+    client: &reqwest::blocking::Client,
+    t: &Target,
+    t0: i64,
+    series: usize,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -158,7 +173,11 @@ fn wait_loaded(client: &reqwest::blocking::Client, t: &Target, t0: i64, series: 
 fn main() -> Result<()> {
     let args = Args::parse();
     let corpus = load(args.queries.as_ref(), "queries.txt", args.filter.as_deref())?;
-    let only_3x = load(args.queries_3x.as_ref(), "queries_3x_only.txt", args.filter.as_deref())?;
+    let only_3x = load(
+        args.queries_3x.as_ref(),
+        "queries_3x_only.txt",
+        args.filter.as_deref(),
+    )?;
     tests::workspace_bin("sextant")?;
 
     // Whole minutes, far enough back that the last query times are in the past.
@@ -173,7 +192,15 @@ fn main() -> Result<()> {
     let sx_dir = dir.path().join("sextant");
     let prom_dir = dir.path().join("prometheus");
     std::fs::create_dir_all(&prom_dir)?;
-    let sextant = Sextant::start(&sx_dir, &[])?;
+    // Experimental functions on, as Prometheus 3.x with `promql-experimental-functions`, for the
+    // 3.x-only queries; they change nothing else.
+    let sx_config = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &sx_config,
+        "tsdb:\n  api:\n    experimental_functions: true\n",
+    )?;
+    let sx_config = sx_config.to_string_lossy().into_owned();
+    let sextant = Sextant::start(&sx_dir, &["--config", &sx_config])?;
     let prom = Peer::prometheus(&prom_dir, "global:\n  scrape_interval: 15s\n")?;
     let prom_t = Target {
         name: "Prometheus",
@@ -204,7 +231,7 @@ fn main() -> Result<()> {
     let evals: Vec<Eval> = INSTANT_OFFSETS
         .iter()
         .map(|&o| Eval::Instant(o))
-        .chain([Eval::Range])
+        .chain(RANGES.iter().map(|&r| Eval::Range(r)))
         .collect();
     let (mut matched, mut differed, mut known) = (0usize, 0usize, 0usize);
     let mut known_matched = Vec::new();
@@ -274,7 +301,11 @@ fn main() -> Result<()> {
             }
             Some((e, body)) => {
                 err3 += 1;
-                println!("FAIL  [3.x-only] {}: {e}: {}", q.text, trimmed(&body, args.trim));
+                println!(
+                    "FAIL  [3.x-only] {}: {e}: {}",
+                    q.text,
+                    trimmed(&body, args.trim)
+                );
             }
         }
     }

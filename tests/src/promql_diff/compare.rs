@@ -105,7 +105,10 @@ pub fn parse(body: &Value) -> Result<Answer, String> {
         }
         Some("string") => {
             let (ts, v) = parse_point(result)?;
-            Ok(Answer::String(ts, v.as_str().unwrap_or_default().to_string()))
+            Ok(Answer::String(
+                ts,
+                v.as_str().unwrap_or_default().to_string(),
+            ))
         }
         Some(kind @ ("vector" | "matrix")) => {
             let series = result
@@ -147,11 +150,7 @@ fn label_text(l: &BTreeMap<String, String>) -> String {
 
 fn compare_series(want: &[Series], got: &[Series], ordered: bool) -> Result<(), String> {
     if want.len() != got.len() {
-        return Err(format!(
-            "{} series vs {} series",
-            want.len(),
-            got.len()
-        ));
+        return Err(format!("{} series vs {} series", want.len(), got.len()));
     }
     if ordered {
         for (i, (w, g)) in want.iter().zip(got).enumerate() {

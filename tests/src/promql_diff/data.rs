@@ -73,7 +73,13 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
                     "http_requests_total",
                     &[("job", job), ("instance", instance), ("code", code)],
                     |i| {
-                        let base = if resets { 5.0 } else { 10_000.0 * k };
+                        // The reset series restarts from 5 at step 100 (and 200); all start
+                        // high, as long-running counters do (see RATE_ZERO_CLAMP).
+                        let base = if resets && i >= 100 {
+                            5.0
+                        } else {
+                            10_000.0 * k
+                        };
                         let seg = if resets { i % 100 } else { i };
                         base + seg as f64 * per_step + (seg % 3) as f64
                     },
@@ -100,9 +106,14 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
         }
     }
     // Gauges.
-    for (n, (room, floor)) in [("kitchen", "1"), ("hall", "1"), ("hall", "2"), ("attic", "2")]
-        .iter()
-        .enumerate()
+    for (n, (room, floor)) in [
+        ("kitchen", "1"),
+        ("hall", "1"),
+        ("hall", "2"),
+        ("attic", "2"),
+    ]
+    .iter()
+    .enumerate()
     {
         let base = if *room == "attic" { -3.0 } else { 20.0 };
         b.all("temperature", &[("room", room), ("floor", floor)], |i| {
@@ -117,7 +128,9 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
     });
     b.all("zeros", &[("instance", "z")], |_| 0.0);
     b.all("big_small", &[("kind", "big")], |i| 1.0e15 + i as f64);
-    b.all("big_small", &[("kind", "small")], |i| 1.0e-10 * (i + 1) as f64);
+    b.all("big_small", &[("kind", "small")], |i| {
+        1.0e-10 * (i + 1) as f64
+    });
     // Gaps: 10 minutes (longer than the lookback delta) and 2 minutes.
     let g1: Vec<(i64, f64)> = (0..POINTS)
         .filter(|i| !(60..100).contains(i) && !(160..200).contains(i))
@@ -137,11 +150,16 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
         if (50..60).contains(&i) || i % 37 == 0 {
             f64::INFINITY
         } else {
-            i as f64
+            // Off the values of kind="nan": no ties for topk/bottomk to break either way.
+            i as f64 + 0.25
         }
     });
     b.all("special_values", &[("kind", "neginf")], |i| {
-        if i % 7 == 0 { f64::NEG_INFINITY } else { -(i as f64) }
+        if i % 7 == 0 {
+            f64::NEG_INFINITY
+        } else {
+            -(i as f64)
+        }
     });
     b.all("special_values", &[("kind", "all_nan")], |_| f64::NAN);
     b.all("special_values", &[("kind", "pos_inf")], |_| f64::INFINITY);
@@ -159,8 +177,16 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
     let early: Vec<(i64, f64)> = (0..90).map(|i| (i, 7.0 + i as f64)).collect();
     b.push("early_gauge", &[("instance", "e1")], &early);
     // Info-style series for group_left joins.
-    b.all("build_info", &[("instance", "a"), ("version", "1.0")], |_| 1.0);
-    b.all("build_info", &[("instance", "b"), ("version", "2.0")], |_| 1.0);
+    b.all(
+        "build_info",
+        &[("instance", "a"), ("version", "1.0")],
+        |_| 1.0,
+    );
+    b.all(
+        "build_info",
+        &[("instance", "b"), ("version", "2.0")],
+        |_| 1.0,
+    );
     b.all(
         "label_source",
         &[("src", "a-b-c"), ("dst", ""), ("path", "/api/v1/query")],
@@ -173,8 +199,9 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
         ("web", [0.0, 0.05, 0.2, 0.5, 0.75, 0.95, 1.0]),
     ] {
         let per = |i: i64| 10 + (i % 5);
+        // Running for a while before the data starts: a high first value.
         let cum = |i: i64, f: f64| -> f64 {
-            (0..=i).map(|j| (per(j) as f64 * f).floor()).sum::<f64>()
+            (5000.0 * f).floor() + (0..=i).map(|j| (per(j) as f64 * f).floor()).sum::<f64>()
         };
         for (le, f) in les.iter().zip(fr) {
             b.all(
@@ -195,7 +222,9 @@ pub fn generate(t0_ms: i64) -> Vec<TimeSeries> {
         b.all("no_inf_bucket", &[("le", le)], |i| f * i as f64);
     }
     for (le, f) in [("0.1", 5.0), ("0.5", 3.0), ("1", 6.0), ("+Inf", 8.0)] {
-        b.all("non_monotonic_bucket", &[("le", le)], |i| f * (i + 1) as f64);
+        b.all("non_monotonic_bucket", &[("le", le)], |i| {
+            f * (i + 1) as f64
+        });
     }
     b.out
 }
@@ -209,7 +238,11 @@ mod tests {
         let series = generate(1_700_000_000_000);
         assert!(series.len() > 40);
         for s in &series {
-            assert!(s.samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+            assert!(
+                s.samples
+                    .windows(2)
+                    .all(|w| w[0].timestamp < w[1].timestamp)
+            );
             assert!(s.samples.iter().all(|x| x.timestamp % 1000 == OFFSET_MS));
         }
     }
