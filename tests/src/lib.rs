@@ -241,4 +241,5 @@ impl Drop for Tansu {
         self.kill();
     }
 }
+pub mod promql_diff;
 pub mod promqltest;
