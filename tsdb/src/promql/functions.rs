@@ -126,12 +126,35 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Go's `math.Max`: NaN if either is NaN, and +0 over -0 (Rust's `f64::max` ignores NaN).
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN if either is NaN, and -0 over +0.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else {
+        a.min(b)
+    }
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
 fn date_part(name: &str, secs: f64) -> f64 {
-    let s = secs.floor() as i64;
+    // Go's `time.Unix(int64(v), 0)`: the conversion truncates toward zero.
+    let s = secs.trunc() as i64;
     let days = s.div_euclid(86_400);
     let sod = s.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -322,9 +345,9 @@ impl Evaluator<'_> {
                     return Ok(Val::Vector(Vec::new()));
                 }
                 Ok(Val::Vector(map_values(v, |f| match name {
-                    "clamp" => lo.max(hi.min(f)),
-                    "clamp_min" => lo.max(f),
-                    _ => hi.min(f),
+                    "clamp" => go_max(lo, go_min(hi, f)),
+                    "clamp_min" => go_max(lo, f),
+                    _ => go_min(hi, f),
                 })))
             }
             "timestamp" => {

@@ -162,3 +162,32 @@ fn helpers() {
     assert_eq!(format_g(1e21), "1e+21");
     assert_eq!(format_g(f64::NAN), "NaN");
 }
+
+/// Found by promql-diff against Prometheus 2.42: Go's math.Max/Min propagate NaN.
+#[test]
+fn clamp_propagates_nan_like_go() {
+    let s = MemStorage::new();
+    s.insert(&Labels::from_pairs([("__name__", "x")]), 0, f64::NAN);
+    s.insert(&Labels::from_pairs([("__name__", "y")]), 0, 7.0);
+    let v = |q: &str| vector(instant_query(&s, q, 0, &QueryOptions::default()).unwrap());
+    for q in [
+        "clamp(x, 0, 5)",
+        "clamp_min(x, 0)",
+        "clamp_max(x, 5)",
+        "clamp(y, NaN, 5)",
+    ] {
+        let got = v(q);
+        assert!(got.len() == 1 && got[0].1.is_nan(), "{q}: {got:?}");
+    }
+    assert_eq!(v("clamp(y, 0, 5)")[0].1, 5.0);
+}
+
+/// Found by promql-diff: date functions convert like Go's `int64(v)`, toward zero.
+#[test]
+fn date_functions_truncate_toward_zero() {
+    let s = MemStorage::new();
+    let v = |q: &str| vector(instant_query(&s, q, 0, &QueryOptions::default()).unwrap());
+    assert_eq!(v("minute(vector(-0.5))")[0].1, 0.0);
+    assert_eq!(v("minute(vector(-61))")[0].1, 58.0);
+    assert_eq!(v("hour(vector(3599.9))")[0].1, 0.0);
+}
