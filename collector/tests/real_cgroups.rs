@@ -216,7 +216,8 @@ fn v1_cpu_usage_matches_the_process_and_quota_throttles() {
     let cgroup_delta = after[key] - before[key];
     let process_delta = p1 - p0;
     eprintln!("cgroup cpu delta {cgroup_delta:.3}s, process cpu delta {process_delta:.3}s");
-    assert!(process_delta >= 2.0, "the burner ran ({process_delta}s)");
+    // The loop above waited for 2 s of CPU; compare with slack for the float sums' rounding.
+    assert!(process_delta >= 1.99, "the burner ran ({process_delta}s)");
     assert!(
         (cgroup_delta - process_delta).abs() <= 0.05 * process_delta,
         "cgroup {cgroup_delta} vs process {process_delta}"
@@ -297,7 +298,7 @@ fn v2_cpu_usage_matches_the_process() {
     let key = "container_cpu_usage_seconds_total{cpu=total}";
     let (cd, pd) = (after[key] - before[key], p1 - p0);
     eprintln!("v2: cgroup cpu delta {cd:.3}s, process cpu delta {pd:.3}s");
-    assert!(pd >= 1.0);
+    assert!(pd >= 0.99, "the burner ran ({pd}s)"); // slack for the float sums' rounding
     assert!((cd - pd).abs() <= 0.05 * pd, "cgroup {cd} vs process {pd}");
     assert!(after.contains_key("container_pressure_cpu_waiting_seconds_total"));
     assert!(after.contains_key("container_pressure_memory_stalled_seconds_total"));
