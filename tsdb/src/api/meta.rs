@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Instant, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -39,13 +38,10 @@ fn truncate<T>(v: &mut Vec<T>, limit: usize) -> bool {
 
 pub(super) async fn series(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = async {
         let selectors = p.all("match[]");
         if selectors.is_empty() {
@@ -87,13 +83,10 @@ pub(super) async fn series(
 
 pub(super) async fn labels(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = async {
         let limit = p.limit()?;
         let start = p.time_or("start", MIN_TIME_MS)?;
@@ -126,13 +119,10 @@ fn valid_label_name(name: &str) -> bool {
 pub(super) async fn label_values(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = async {
         let name = unescape_label_name(&name)
             .filter(|n| valid_label_name(n))
@@ -315,13 +305,10 @@ pub(super) async fn tsdb_status(
 
 pub(super) async fn delete_series(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = async {
         if !state.config().enable_admin_api {
             return Err(ApiError::new(ErrorType::Unavailable, "admin APIs disabled"));

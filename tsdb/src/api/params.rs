@@ -254,6 +254,28 @@ pub fn unescape_label_name(name: &str) -> Option<String> {
     Some(out)
 }
 
+/// As an extractor: the URL's and a form body's parameters of the request (a body over the
+/// router's limit is refused as `Bytes` refuses it).
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &S,
+    ) -> Result<Params, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Params::from_request(&method, &uri, &headers, &body))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

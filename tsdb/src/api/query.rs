@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
@@ -32,13 +31,10 @@ pub(super) fn now_ms() -> i64 {
 
 pub(super) async fn instant(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = instant_query(&state, &headers, &p).await;
     respond("query", started, r)
 }
@@ -63,13 +59,10 @@ async fn instant_query(
 
 pub(super) async fn range(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = range_query(&state, &headers, &p).await;
     respond("query_range", started, r)
 }
@@ -239,9 +232,8 @@ where
     }
 }
 
-pub(super) async fn format(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn format(p: Params) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = parser::parse(p.get("query"))
         .map(|e| ApiSuccess::data(json_string(&e.prettify())))
         .map_err(|e| ApiError::invalid_param("query", e));
@@ -265,13 +257,10 @@ impl ExprVisitor for HasSelector {
 /// query with selectors answers an empty list (and one without selectors 204, as Prometheus).
 pub(super) async fn exemplars(
     State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Response {
     let started = Instant::now();
-    let p = Params::from_request(&method, &uri, &headers, &body);
     let r = (|| {
         let start = p.time_or("start", MIN_TIME_MS)?;
         let end = p.time_or("end", MAX_TIME_MS)?;

@@ -247,44 +247,20 @@ fn vector_binop(
         }
         right.insert(sig, rs);
     }
-    let mut matched_one: HashSet<Labels> = HashSet::new();
-    let mut matched_many: HashMap<Labels, HashSet<Labels>> = HashMap::new();
-    let mut out = Vec::new();
-    let mut do_op = |ls: &Sample, rs: &Sample, sig: Labels| -> EvalResult<()> {
-        let (fl, fr) = if one_to_many {
-            (rs.v, ls.v)
-        } else {
-            (ls.v, rs.v)
-        };
-        let (mut v, keep) = scalar_op(op, fl, fr);
-        if return_bool {
-            v = if keep { 1.0 } else { 0.0 };
-        }
-        let metric = result_metric(&ls.labels, &rs.labels, op, m, one_to_one);
-        if one_to_one {
-            if !matched_one.insert(sig) {
-                return exec_err(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                );
-            }
-        } else if !matched_many.entry(sig).or_default().insert(metric.clone()) {
-            return exec_err(
-                "multiple matches for labels: grouping labels must ensure unique matches",
-            );
-        }
-        if keep || return_bool {
-            out.push(Sample {
-                labels: metric.into(),
-                v,
-                drop_name: return_bool,
-            });
-        }
-        Ok(())
+    let mut pairs = Pairing {
+        op,
+        m,
+        return_bool,
+        one_to_many,
+        one_to_one,
+        matched_one: HashSet::new(),
+        matched_many: HashMap::new(),
+        out: Vec::new(),
     };
     for ls in &lhs {
         let sig = m.signature(&ls.labels);
         match right.get(&sig) {
-            Some(rs) => do_op(ls, rs, sig)?,
+            Some(rs) => pairs.pair(ls, rs, sig)?,
             None => {
                 if let Some(fill) = m.fill_rhs {
                     let rs = Sample {
@@ -292,90 +268,89 @@ fn vector_binop(
                         v: fill,
                         drop_name: false,
                     };
-                    do_op(ls, &rs, sig)?;
+                    pairs.pair(ls, &rs, sig)?;
                 }
             }
         }
     }
     if let Some(fill) = m.fill_lhs {
-        let mut extra = Vec::new();
-        for rs in &rhs {
-            let sig = m.signature(&rs.labels);
-            let matched = if one_to_one {
-                matched_one.contains(&sig)
-            } else {
-                matched_many.get(&sig).is_some_and(|s| !s.is_empty())
+        // Right-hand samples no left-hand one matched meet the fill value.
+        let unmatched: Vec<(&Sample, Labels)> = rhs
+            .iter()
+            .map(|rs| (rs, m.signature(&rs.labels)))
+            .filter(|(_, sig)| !pairs.matched(sig))
+            .collect();
+        for (rs, sig) in unmatched {
+            let ls = Sample {
+                labels: m.match_labels(&rs.labels).into(),
+                v: fill,
+                drop_name: false,
             };
-            if !matched {
-                extra.push((rs, sig));
-            }
+            pairs.pair(&ls, rs, sig)?;
         }
-        let mut rest = vector_binop_fill_lhs(
-            op,
-            m,
-            extra,
-            fill,
-            return_bool,
-            one_to_many,
-            one_to_one,
-            &mut matched_one,
-            &mut matched_many,
-        )?;
-        out.append(&mut rest);
     }
-    Ok(out)
+    Ok(pairs.out)
 }
 
-/// The `fill_left` part of [`vector_binop`]: unmatched right-hand samples against the fill.
-#[allow(clippy::too_many_arguments)]
-fn vector_binop_fill_lhs(
+/// The state of one vector-to-vector operation: which match groups were paired, and the output.
+struct Pairing<'a> {
     op: TokenId,
-    m: &Matching,
-    extra: Vec<(&Sample, Labels)>,
-    fill: f64,
+    m: &'a Matching,
     return_bool: bool,
     one_to_many: bool,
     one_to_one: bool,
-    matched_one: &mut HashSet<Labels>,
-    matched_many: &mut HashMap<Labels, HashSet<Labels>>,
-) -> EvalResult<Vec<Sample>> {
-    let mut out = Vec::new();
-    for (rs, sig) in extra {
-        let ls = Sample {
-            labels: m.match_labels(&rs.labels).into(),
-            v: fill,
-            drop_name: false,
-        };
-        let (fl, fr) = if one_to_many {
+    matched_one: HashSet<Labels>,
+    matched_many: HashMap<Labels, HashSet<Labels>>,
+    out: Vec<Sample>,
+}
+
+impl Pairing<'_> {
+    /// Applies the operator to a matched pair (`ls` from the side that drives the matching).
+    fn pair(&mut self, ls: &Sample, rs: &Sample, sig: Labels) -> EvalResult<()> {
+        let (fl, fr) = if self.one_to_many {
             (rs.v, ls.v)
         } else {
             (ls.v, rs.v)
         };
-        let (mut v, keep) = scalar_op(op, fl, fr);
-        if return_bool {
+        let (mut v, keep) = scalar_op(self.op, fl, fr);
+        if self.return_bool {
             v = if keep { 1.0 } else { 0.0 };
         }
-        let metric = result_metric(&ls.labels, &rs.labels, op, m, one_to_one);
-        if one_to_one {
-            if !matched_one.insert(sig) {
+        let metric = result_metric(&ls.labels, &rs.labels, self.op, self.m, self.one_to_one);
+        if self.one_to_one {
+            if !self.matched_one.insert(sig) {
                 return exec_err(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 );
             }
-        } else if !matched_many.entry(sig).or_default().insert(metric.clone()) {
+        } else if !self
+            .matched_many
+            .entry(sig)
+            .or_default()
+            .insert(metric.clone())
+        {
             return exec_err(
                 "multiple matches for labels: grouping labels must ensure unique matches",
             );
         }
-        if keep || return_bool {
-            out.push(Sample {
+        if keep || self.return_bool {
+            self.out.push(Sample {
                 labels: metric.into(),
                 v,
-                drop_name: return_bool,
+                drop_name: self.return_bool,
             });
         }
+        Ok(())
     }
-    Ok(out)
+
+    /// Whether a match group was paired already.
+    fn matched(&self, sig: &Labels) -> bool {
+        if self.one_to_one {
+            self.matched_one.contains(sig)
+        } else {
+            self.matched_many.get(sig).is_some_and(|s| !s.is_empty())
+        }
+    }
 }
 
 /// A match group as Prometheus prints it (`{a="b"}`, the name inside the braces).
