@@ -32,6 +32,7 @@ pub mod cycle;
 pub mod http;
 pub mod manager;
 mod metrics;
+pub mod sink;
 pub mod target;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ use std::time::Duration;
 pub use config::{GlobalConfig, ScrapeConfig, ScrapeSection, StaticConfig};
 pub use cycle::{ScrapeOutput, ScrapeReport, ScrapeRules, ScrapeState};
 pub use manager::Scraper;
+pub use sink::{BusSink, ScrapeSink, SinkError, StoreSink};
 pub use target::{ActiveTarget, DroppedTargetStatus, Health, Target, Targets};
 
 /// Errors of the scrape subsystem.

@@ -13,9 +13,15 @@ use super::config::{ScrapeConfig, ScrapeSection, prom_duration};
 use super::cycle::{ScrapeOutput, ScrapeRules, ScrapeState};
 use super::http::{FetchOptions, fetch};
 use super::target::{ActiveTarget, DroppedTargetStatus, Health, Target, Targets, targets_of};
+use super::sink::{BusSink, ScrapeSink, StoreSink};
 use super::{ScrapeError, initial_delay, metrics};
 use crate::exposition;
 use crate::storage::{SeriesSamples, Tenants};
+
+/// First pause after a sink failed a batch it may accept later (the bus); doubled per failure
+/// up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a loop stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +49,7 @@ struct LoopCtx {
     config: Arc<ScrapeConfig>,
     rules: ScrapeRules,
     tenant: String,
-    tenants: Arc<dyn Tenants>,
+    sink: Arc<dyn ScrapeSink>,
     client: reqwest::Client,
     status: Arc<RwLock<BTreeMap<u64, ActiveTarget>>>,
     key: u64,
@@ -52,7 +58,7 @@ struct LoopCtx {
 
 /// Runs the scrape loops of a [`ScrapeSection`].
 pub struct Scraper {
-    tenants: Arc<dyn Tenants>,
+    sink: Arc<dyn ScrapeSink>,
     client: reqwest::Client,
     loops: Mutex<HashMap<u64, LoopHandle>>,
     /// Loops of removed targets still waiting to write their staleness markers.
@@ -68,6 +74,7 @@ pub struct Scraper {
 impl std::fmt::Debug for Scraper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scraper")
+            .field("sink", &self.sink.name())
             .field("targets", &lock(&self.loops).len())
             .finish()
     }
@@ -78,10 +85,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scraper {
-    /// A scraper writing into `tenants`; no loop runs until [`Scraper::apply`].
+    /// A scraper writing into `tenants` (the server's scrape jobs); no loop runs until
+    /// [`Scraper::apply`].
     pub fn new(tenants: Arc<dyn Tenants>) -> Result<Scraper, ScrapeError> {
+        Scraper::with_sink(Arc::new(StoreSink::new(tenants)))
+    }
+
+    /// A scraper shipping every scrape to the bus's metrics topic through `producer` (the
+    /// collector's scrape jobs, as a Prometheus agent); it never touches a store.
+    pub fn to_bus(producer: Arc<dyn bus::Producer>) -> Result<Scraper, ScrapeError> {
+        Scraper::with_sink(Arc::new(BusSink::new(producer)))
+    }
+
+    /// A scraper writing every scrape's batch to `sink`.
+    pub fn with_sink(sink: Arc<dyn ScrapeSink>) -> Result<Scraper, ScrapeError> {
         Ok(Scraper {
-            tenants,
+            sink,
             client: super::http::client().map_err(ScrapeError::Client)?,
             loops: Mutex::new(HashMap::new()),
             retiring: Mutex::new(Vec::new()),
@@ -187,7 +206,7 @@ impl Scraper {
                 url,
                 config: cfg.clone(),
                 tenant: section.tenant.clone(),
-                tenants: self.tenants.clone(),
+                sink: self.sink.clone(),
                 client: self.client.clone(),
                 status: self.status.clone(),
                 key,
@@ -220,7 +239,9 @@ impl Scraper {
             .map(|c| c.job_name.clone())
             .collect();
         for (job, n) in per_job {
-            metrics::TARGETS.with_label_values(&[job.as_str()]).set(n);
+            metrics::TARGETS
+                .with_label_values(&[self.sink.name(), job.as_str()])
+                .set(n);
         }
         *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = dropped;
         Ok(())
@@ -342,6 +363,8 @@ async fn run_loop(
     tracing::debug!(job = %ctx.target.job, url = %ctx.url, ?delay, "scrape loop starting");
     let start = tokio::time::Instant::now() + delay;
     let mut ticker = tokio::time::interval_at(start, interval);
+    // A scrape whose write outlasts the interval (the bus refusing) skips the ticks it
+    // missed: at most one batch per target waits, whatever the outage's length.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut scraped = false;
     let reason = loop {
@@ -351,7 +374,7 @@ async fn run_loop(
             s = stopped(&mut stop) => break s,
             _ = ticker.tick() => {}
         }
-        scrape_once(&ctx).await;
+        scrape_once(&ctx, &stop, &shutdown).await;
         scraped = true;
     };
     if reason != Stop::Removed || !scraped {
@@ -379,14 +402,20 @@ async fn run_loop(
     }
     let batch = lock(&ctx.state).end_of_run(&ctx.rules, millis(stale_time));
     let n = batch.len();
-    append(&ctx, batch).await;
-    metrics::STALE_MARKERS
-        .with_label_values(&[ctx.target.job.as_str()])
-        .inc_by(n as u64);
+    if write(&ctx, batch, &stop, &shutdown).await {
+        metrics::STALE_MARKERS
+            .with_label_values(&[ctx.sink.name(), ctx.target.job.as_str()])
+            .inc_by(n as u64);
+    }
     tracing::debug!(job = %ctx.target.job, url = %ctx.url, markers = n, "scrape target removed");
 }
 
-async fn scrape_once(ctx: &LoopCtx) {
+async fn scrape_once(
+    ctx: &LoopCtx,
+    stop: &watch::Receiver<Stop>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let labels = [ctx.sink.name(), ctx.target.job.as_str()];
     let job = ctx.target.job.as_str();
     let started = SystemTime::now();
     let t0 = Instant::now();
@@ -405,17 +434,17 @@ async fn scrape_once(ctx: &LoopCtx) {
         duration,
         page.as_ref().map_err(Clone::clone),
     );
-    metrics::SCRAPES.with_label_values(&[job]).inc();
+    metrics::SCRAPES.with_label_values(&labels).inc();
     metrics::DURATION
-        .with_label_values(&[job])
+        .with_label_values(&labels)
         .observe(duration.as_secs_f64());
     if out.stale_markers > 0 {
         metrics::STALE_MARKERS
-            .with_label_values(&[job])
+            .with_label_values(&labels)
             .inc_by(out.stale_markers as u64);
     }
     if let Some(e) = &out.report.error {
-        metrics::FAILURES.with_label_values(&[job]).inc();
+        metrics::FAILURES.with_label_values(&labels).inc();
         tracing::debug!(job, url = %ctx.url, error = %e, "scrape failed");
     }
     if let Some(s) = write_status(&ctx.status).get_mut(&ctx.key) {
@@ -428,41 +457,81 @@ async fn scrape_once(ctx: &LoopCtx) {
             Health::Down
         };
     }
-    append(ctx, out.batch).await;
+    write(ctx, out.batch, stop, shutdown).await;
 }
 
-/// Appends on the blocking pool (a durable append may fsync) and counts the outcome.
-async fn append(ctx: &LoopCtx, batch: Vec<SeriesSamples>) {
+/// Writes `batch` to the sink and counts the outcome; true when the sink took it.
+///
+/// A failure the sink may recover from (the bus) is retried with back-off until the batch is
+/// taken, the loop is stopped or replaced, or the scraper shuts down (then the batch is
+/// counted as dropped). Meanwhile the loop does not scrape, so memory stays at one batch per
+/// target however long the bus refuses; the tsdb absorbs a batch delivered twice.
+async fn write(
+    ctx: &LoopCtx,
+    batch: Vec<SeriesSamples>,
+    stop: &watch::Receiver<Stop>,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let sink = ctx.sink.name();
     let job = ctx.target.job.as_str();
-    let tenants = ctx.tenants.clone();
-    let tenant = ctx.tenant.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        tenants
-            .tenant(&tenant)
-            .and_then(|store| store.append(&batch))
-    })
-    .await;
-    match res {
-        Ok(Ok(report)) => {
-            metrics::SAMPLES_APPENDED
-                .with_label_values(&[job])
-                .inc_by(report.accepted as u64);
-            for (reason, n) in &report.rejected {
-                metrics::SAMPLES_REJECTED
-                    .with_label_values(&[job, reason.as_str()])
-                    .inc_by(*n as u64);
+    let labels = [sink, job];
+    let samples: usize = batch.iter().map(|s| s.samples.len()).sum();
+    let batch: Arc<[SeriesSamples]> = batch.into();
+    let (mut stop, mut shutdown) = (stop.clone(), shutdown.clone());
+    let stop_at_start = *stop.borrow();
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0u64;
+    loop {
+        let err = match ctx
+            .sink
+            .write(&ctx.tenant, &ctx.rules.target_labels, batch.clone())
+            .await
+        {
+            Ok(report) => {
+                metrics::SAMPLES_APPENDED
+                    .with_label_values(&labels)
+                    .inc_by(report.accepted as u64);
+                for (reason, n) in &report.rejected {
+                    metrics::SAMPLES_REJECTED
+                        .with_label_values(&[sink, job, reason.as_str()])
+                        .inc_by(*n as u64);
+                }
+                if let Some(first) = &report.first_rejection {
+                    tracing::debug!(job, url = %ctx.url, rejected = report.rejected_total(), first = %first, "scraped samples rejected");
+                }
+                if failures > 0 {
+                    tracing::info!(sink, job, url = %ctx.url, failures, "scraped samples written after retrying");
+                }
+                return true;
             }
-            if let Some(first) = &report.first_rejection {
-                tracing::debug!(job, url = %ctx.url, rejected = report.rejected_total(), first = %first, "scraped samples rejected");
-            }
+            Err(e) => e,
+        };
+        if !err.retryable() {
+            metrics::APPEND_ERRORS.with_label_values(&labels).inc();
+            tracing::warn!(sink, job, url = %ctx.url, error = %err, "writing scraped samples failed");
+            return false;
         }
-        Ok(Err(e)) => {
-            metrics::APPEND_ERRORS.with_label_values(&[job]).inc();
-            tracing::warn!(job, url = %ctx.url, error = %e, "storing scraped samples failed");
+        metrics::WRITE_RETRIES.with_label_values(&labels).inc();
+        if failures == 0 {
+            tracing::warn!(sink, job, url = %ctx.url, error = %err, "writing scraped samples failed; retrying");
+        } else {
+            tracing::debug!(sink, job, url = %ctx.url, error = %err, backoff_ms = backoff.as_millis() as u64, "writing scraped samples failed again");
         }
-        Err(e) => {
-            metrics::APPEND_ERRORS.with_label_values(&[job]).inc();
-            tracing::warn!(job, url = %ctx.url, error = %e, "storing scraped samples panicked");
+        failures += 1;
+        let abandoned = *shutdown.borrow()
+            || *stop.borrow() != stop_at_start
+            || tokio::select! {
+                _ = tokio::time::sleep(backoff) => false,
+                _ = shutdown.changed() => true,
+                _ = stop.changed() => true,
+            };
+        if abandoned {
+            metrics::SAMPLES_DROPPED
+                .with_label_values(&labels)
+                .inc_by(samples as u64);
+            tracing::warn!(sink, job, url = %ctx.url, samples, "scraped samples dropped: the scrape loop stopped while retrying");
+            return false;
         }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -1,5 +1,9 @@
 //! The scrape loop's own metrics (`sextant_tsdb_scrape_*`), registered in the process-wide
 //! registry that `/metrics` serves. Updated once per scrape, never per sample.
+//!
+//! Every metric carries `sink`: `store` for the server's scrape jobs (`tsdb.scrape`), `bus`
+//! for the collector's (`collector.scrape`), which share this code; the two may use the same
+//! job names in different processes.
 
 use std::sync::LazyLock;
 
@@ -19,7 +23,7 @@ pub(crate) static SCRAPES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_scrapes_total",
         "Scrapes run, by job.",
-        &["job"],
+        &["sink", "job"],
     )
 });
 
@@ -28,16 +32,16 @@ pub(crate) static FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_failures_total",
         "Scrapes that failed (target unreachable, bad status or page, limit exceeded), by job.",
-        &["job"],
+        &["sink", "job"],
     )
 });
 
-/// Samples stored by scrapes (report series and staleness markers included), by job.
+/// Samples the sink took (report series and staleness markers included), by job.
 pub(crate) static SAMPLES_APPENDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_samples_appended_total",
-        "Samples the store accepted from scrapes, report series and staleness markers included.",
-        &["job"],
+        "Scraped samples the sink took (the store accepted them, or the bus acknowledged them), report series and staleness markers included.",
+        &["sink", "job"],
     )
 });
 
@@ -46,7 +50,7 @@ pub(crate) static SAMPLES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_samples_rejected_total",
         "Scraped samples the store rejected, by job and reason.",
-        &["job", "reason"],
+        &["sink", "job", "reason"],
     )
 });
 
@@ -54,8 +58,26 @@ pub(crate) static SAMPLES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub(crate) static APPEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_append_errors_total",
-        "Scrape batches the store failed to append (nothing of the batch stored), by job.",
-        &["job"],
+        "Scrape batches the store failed to append (nothing of the batch stored, not retried), by job.",
+        &["sink", "job"],
+    )
+});
+
+/// Failed writes that are retried (the bus did not acknowledge), by job.
+pub(crate) static WRITE_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_scrape_write_retries_total",
+        "Writes of a scrape batch that failed and were retried (the bus did not acknowledge them), by job.",
+        &["sink", "job"],
+    )
+});
+
+/// Samples given up while retrying (the loop stopped), by job.
+pub(crate) static SAMPLES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_scrape_samples_dropped_total",
+        "Scraped samples given up while their write was being retried (the target was removed or the process stopped), by job.",
+        &["sink", "job"],
     )
 });
 
@@ -64,7 +86,7 @@ pub(crate) static STALE_MARKERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_stale_markers_total",
         "Staleness markers written for series that disappeared or whose target failed or went away.",
-        &["job"],
+        &["sink", "job"],
     )
 });
 
@@ -73,7 +95,7 @@ pub(crate) static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "sextant_tsdb_scrape_duration_seconds",
         "Time from the start of a scrape to its samples being parsed, by job.",
-        &["job"],
+        &["sink", "job"],
         exponential_buckets(0.001, 4.0, 9).unwrap_or_default()
     )
     .unwrap_or_else(|e| panic!("registering sextant_tsdb_scrape_duration_seconds: {e}"))
@@ -84,7 +106,7 @@ pub(crate) static TARGETS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "sextant_tsdb_scrape_targets",
         "Active scrape targets, by job.",
-        &["job"]
+        &["sink", "job"]
     )
     .unwrap_or_else(|e| panic!("registering sextant_tsdb_scrape_targets: {e}"))
 });
@@ -95,14 +117,16 @@ mod tests {
 
     #[test]
     fn metrics_register_without_clashes() {
-        SCRAPES.with_label_values(&["t"]).inc();
-        FAILURES.with_label_values(&["t"]).inc();
-        SAMPLES_APPENDED.with_label_values(&["t"]).inc();
-        SAMPLES_REJECTED.with_label_values(&["t", "r"]).inc();
-        APPEND_ERRORS.with_label_values(&["t"]).inc();
-        STALE_MARKERS.with_label_values(&["t"]).inc();
-        DURATION.with_label_values(&["t"]).observe(0.1);
-        TARGETS.with_label_values(&["t"]).set(1);
+        SCRAPES.with_label_values(&["s", "t"]).inc();
+        FAILURES.with_label_values(&["s", "t"]).inc();
+        SAMPLES_APPENDED.with_label_values(&["s", "t"]).inc();
+        SAMPLES_REJECTED.with_label_values(&["s", "t", "r"]).inc();
+        APPEND_ERRORS.with_label_values(&["s", "t"]).inc();
+        WRITE_RETRIES.with_label_values(&["s", "t"]).inc();
+        SAMPLES_DROPPED.with_label_values(&["s", "t"]).inc();
+        STALE_MARKERS.with_label_values(&["s", "t"]).inc();
+        DURATION.with_label_values(&["s", "t"]).observe(0.1);
+        TARGETS.with_label_values(&["s", "t"]).set(1);
         let names: Vec<String> = prometheus::gather()
             .iter()
             .map(|f| f.name().to_string())
