@@ -367,3 +367,109 @@ scrape_configs:
     assert_eq!(scraper.targets().active_targets.len(), 1);
     scraper.shutdown().await;
 }
+
+/// A producer over the embedded bus that refuses its first `fail` sends.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn bus::Producer>,
+    fail: Mutex<usize>,
+    refused: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl bus::Producer for Flaky {
+    async fn send(&self, topic: bus::Topic, records: Vec<bus::Record>) -> bus::Result<()> {
+        {
+            let mut fail = self.fail.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                *self.refused.lock().unwrap() += 1;
+                return Err(bus::Error::Closed);
+            }
+        }
+        self.inner.send(topic, records).await
+    }
+    async fn flush(&self) -> bus::Result<()> {
+        self.inner.flush().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_scraper_ships_through_the_metrics_topic_and_retries_a_refusing_bus() {
+    use bus::Bus as _;
+    let page = Arc::new(Mutex::new(Page {
+        body: "# TYPE jobs counter\njobs_total 1\n".to_string(),
+        status: 200,
+        seen: None,
+    }));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(page.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus::embedded::EmbeddedBus::open(dir.path(), Default::default()).unwrap();
+    let flaky = Arc::new(Flaky {
+        inner: bus.producer().unwrap(),
+        fail: Mutex::new(3),
+        refused: Mutex::new(0),
+    });
+    let section: ScrapeSection = serde_yaml_ng::from_str(&format!(
+        "global: {{scrape_interval: 200ms, scrape_timeout: 150ms}}
+tenant: agent
+scrape_configs: [{{job_name: app, static_configs: [{{targets: ['{addr}']}}]}}]"
+    ))
+    .unwrap();
+    let scraper = Scraper::to_bus(flaky.clone()).unwrap();
+    scraper.apply(&section, "collector.scrape").unwrap();
+
+    // The tsdb side: the ingest consumer stores what the bus carries.
+    let tenants = Arc::new(MemTenants::new());
+    let consumer = bus
+        .consumer(tsdb::ingest::GROUP, &[bus::Topic::Metrics])
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ingest = tokio::spawn(tsdb::ingest::run(
+        consumer,
+        tenants.clone() as Arc<dyn Tenants>,
+        stopped,
+    ));
+    let in_agent = |name: &str| {
+        let store = tenants.tenant("agent").unwrap();
+        let m = Matcher::new(MatchOp::Equal, "__name__", name).unwrap();
+        store
+            .select(&[m], 0, i64::MAX)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| {
+                let l = s.labels.to_string();
+                s.samples.into_iter().map(move |p| (l.clone(), p))
+            })
+            .collect::<Vec<_>>()
+    };
+    let up = format!("up{{instance=\"{addr}\", job=\"app\"}}");
+    let jobs = format!("jobs_total{{instance=\"{addr}\", job=\"app\"}}");
+    // The first scrape (jobs = 1) is refused, then the page changes.
+    wait_for("a refused send", || *flaky.refused.lock().unwrap() > 0).await;
+    page.lock().unwrap().body = "jobs_total 2\n".to_string();
+    wait_for("jobs = 2 through the bus", || {
+        last(&in_agent("jobs_total"), &jobs) == Some(2.0)
+    })
+    .await;
+    assert_eq!(last(&in_agent("up"), &up), Some(1.0));
+    assert_eq!(*flaky.refused.lock().unwrap(), 3, "the first sends were refused");
+    // The first scrape (jobs = 1) was retried, not dropped: it comes before the later ones.
+    let first = in_agent("jobs_total");
+    assert_eq!(first[0].1.v, 1.0, "{first:?}");
+    assert!(first.windows(2).all(|w| w[0].1.t < w[1].1.t));
+    // Nothing went to the default tenant.
+    assert!(samples(&tenants, "up").is_empty());
+    assert_eq!(scraper.targets().active_targets[0].health, Health::Up);
+
+    scraper.shutdown().await;
+    stop.send(true).unwrap();
+    ingest.await.unwrap();
+}
