@@ -206,7 +206,25 @@ impl Config {
         }
         self.bus.validate()?;
         self.tsdb.validate()?;
-        self.collector.validate()
+        self.collector.validate()?;
+        // One process lists both in /api/v1/targets: a pool name must say which job it is.
+        if self.collector.enabled {
+            for (i, c) in self.collector.scrape.scrape_configs.iter().enumerate() {
+                if self
+                    .tsdb
+                    .scrape
+                    .scrape_configs
+                    .iter()
+                    .any(|t| t.job_name == c.job_name)
+                {
+                    return Err(format!(
+                        "collector.scrape.scrape_configs[{i}].job_name: job {:?} is also in tsdb.scrape; job names must be unique",
+                        c.job_name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +353,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bus.kafka.partitions"), "{err}");
+    }
+
+    #[test]
+    fn a_job_in_both_scrape_sections_is_refused() {
+        let job = "scrape_configs: [{job_name: node, static_configs: [{targets: ['a:1']}]}]";
+        let text = format!("tsdb:\n  scrape: {{{job}}}\ncollector:\n  scrape: {{{job}}}\n");
+        let err = Config::from_yaml("f.yaml", &text, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("collector.scrape.scrape_configs[0].job_name"),
+            "{err}"
+        );
+        let disabled = format!("{text}  enabled: false\n");
+        assert!(Config::from_yaml("f.yaml", &disabled, no_env()).is_ok());
     }
 
     #[test]

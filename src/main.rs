@@ -169,9 +169,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     scraper
         .apply(&config.tsdb.scrape, "tsdb.scrape")
         .context("starting the scrape jobs")?;
-    let api = tsdb::api::ApiState::new(tenants.clone(), config.tsdb.api.clone(), started)
+    let mut api = tsdb::api::ApiState::new(tenants.clone(), config.tsdb.api.clone(), started)
         .with_storage_retention(humantime::format_duration(config.tsdb.retention.time).to_string())
         .with_scraper(scraper.clone());
+    // The collector's scrape jobs ship through the bus, as a standalone collector's would;
+    // /api/v1/targets lists them beside the server's.
+    let collector_scraper = if config.collector.enabled {
+        let producer = bus.producer().context("a bus producer for scrape targets")?;
+        let s = Arc::new(
+            collector::scrape_targets(&config.collector.scrape, producer)
+                .context("starting the collector's scrape jobs")?,
+        );
+        api = api.with_scraper(s.clone());
+        Some(s)
+    } else {
+        None
+    };
 
     // Background work stops when `stop` turns true, after the HTTP server has drained.
     let (stop, stopped) = watch::channel(false);
@@ -233,6 +246,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let _ = stop.send(true);
     scraper.shutdown().await;
+    if let Some(s) = &collector_scraper {
+        s.shutdown().await;
+    }
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             tracing::error!(error = %e, "a component panicked");

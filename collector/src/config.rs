@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 ///   #   refresh: 60s
 ///   # docker:
 ///   #   socket: /var/run/docker.sock
+///   scrape:                # Prometheus targets, shipped through the bus
+///     global: {scrape_interval: 1m, scrape_timeout: 10s}
+///     tenant: default
+///     scrape_configs: []
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,6 +56,10 @@ pub struct CollectorConfig {
     pub docker: Option<DockerConfig>,
     /// Router access logs tailed into log lines and RED metrics (off without sources).
     pub access_log: crate::accesslog::AccessLogConfig,
+    /// Prometheus `/metrics` targets scraped by the collector and shipped through the bus
+    /// (`prometheus.yml`'s `global` and `scrape_configs`, and the `tenant` the samples are
+    /// stored under); no job by default. See [`crate::scrape`].
+    pub scrape: tsdb::scrape::ScrapeSection,
 }
 
 impl Default for CollectorConfig {
@@ -66,6 +74,7 @@ impl Default for CollectorConfig {
             kubelet: None,
             access_log: crate::accesslog::AccessLogConfig::default(),
             docker: None,
+            scrape: tsdb::scrape::ScrapeSection::default(),
         }
     }
 }
@@ -187,7 +196,8 @@ impl CollectorConfig {
         }
         self.access_log
             .validate()
-            .map_err(|e| format!("collector.{e}"))
+            .map_err(|e| format!("collector.{e}"))?;
+        self.scrape.validate(crate::scrape::SCRAPE_KEY)
     }
 }
 
@@ -269,6 +279,15 @@ mod tests {
             c.validate()
                 .unwrap_err()
                 .starts_with("collector.kubelet.url:")
+        );
+        let c: CollectorConfig = serde_json::from_str(
+            r#"{"scrape":{"scrape_configs":[{"job_name":"node","scrape_interval":"5s","scrape_timeout":"10s"}]}}"#,
+        )
+        .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("collector.scrape.scrape_configs[0].scrape_timeout:")
         );
     }
 }

@@ -19,6 +19,8 @@ pub enum Error {
     Kubelet(String),
     #[error("docker: {0}")]
     Docker(String),
+    #[error("scrape targets: {0}")]
+    Scrape(String),
     #[error("a collection task failed: {0}")]
     Task(String),
 }

@@ -10,7 +10,9 @@
 //! receives them ([`BusSink`] encodes `MetricsBatch` records for the bus, [`MemorySink`] keeps
 //! them for tests); the [`Collector`] loop polls sources every interval. [`cgroup::CgroupSource`]
 //! is the container metrics source; names a cgroup path cannot tell come from an
-//! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none).
+//! [`resolve::Identity`] resolver ([`resolve::KubeletIdentity`] or none). [`scrape_targets`]
+//! scrapes Prometheus `/metrics` targets with the tsdb's scrape loop and its bus sink (see
+//! [`scrape`] for why that loop, not a store, is all the collector uses of the tsdb crate).
 
 pub mod accesslog;
 pub mod cgroup;
@@ -19,6 +21,7 @@ mod error;
 mod metrics;
 pub mod resolve;
 mod runner;
+pub mod scrape;
 mod sink;
 mod source;
 pub mod tail;
@@ -26,6 +29,7 @@ pub mod tail;
 pub use config::{CollectorConfig, DockerConfig, KubeletConfig};
 pub use error::{Error, Result};
 pub use runner::{Collector, TickReport};
+pub use scrape::{SCRAPE_KEY, scrape_targets};
 pub use sink::{BusSink, MemorySink, Sink};
 pub use source::{Collected, SeriesGroup, Source};
 

@@ -63,8 +63,9 @@ struct Inner {
     /// Query slots (Prometheus's active query tracker).
     slots: Arc<Semaphore>,
     metadata: MetadataStore,
-    /// The scrape loop whose targets `/api/v1/targets` shows, when one runs.
-    scraper: Option<Arc<Scraper>>,
+    /// The scrape loops whose targets `/api/v1/targets` shows (the server's and the
+    /// in-process collector's), merged as Prometheus merges its pools.
+    scrapers: Vec<Arc<Scraper>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -87,7 +88,7 @@ impl ApiState {
                 start_time,
                 storage_retention: String::new(),
                 metadata: MetadataStore::default(),
-                scraper: None,
+                scrapers: Vec::new(),
             }),
         }
     }
@@ -98,9 +99,10 @@ impl ApiState {
         self.edit(|i| i.storage_retention = retention)
     }
 
-    /// Shows `scraper`'s targets on `/api/v1/targets`; call before sharing.
+    /// Shows `scraper`'s targets on `/api/v1/targets`, beside those of scrapers added before;
+    /// call before sharing.
     pub fn with_scraper(self, scraper: Arc<Scraper>) -> ApiState {
-        self.edit(|i| i.scraper = Some(scraper))
+        self.edit(|i| i.scrapers.push(scraper))
     }
 
     /// Changes settings while the state is not shared yet (a shared state is left as it is).
@@ -114,13 +116,9 @@ impl ApiState {
         }
     }
 
-    /// The scrape targets (none without a scrape loop).
+    /// The scrape targets of every scraper (none without a scrape loop).
     fn targets(&self) -> Targets {
-        self.inner
-            .scraper
-            .as_ref()
-            .map(|s| s.targets())
-            .unwrap_or_default()
+        Targets::merge(self.inner.scrapers.iter().map(|s| s.targets()))
     }
 
     pub fn config(&self) -> &ApiConfig {

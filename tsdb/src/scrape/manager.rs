@@ -249,29 +249,22 @@ impl Scraper {
 
     /// The active and dropped targets, sorted by pool and URL.
     pub fn targets(&self) -> Targets {
-        let mut active: Vec<ActiveTarget> = self
+        let active: Vec<ActiveTarget> = self
             .status
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
-        active.sort_by(|a, b| {
-            (&a.scrape_pool, &a.scrape_url, &a.labels).cmp(&(
-                &b.scrape_pool,
-                &b.scrape_url,
-                &b.labels,
-            ))
-        });
         let dropped = self
             .dropped
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        Targets {
+        Targets::merge([Targets {
             active_targets: active,
             dropped_targets: dropped,
-        }
+        }])
     }
 
     /// Stops every loop without staleness markers (the process is going down and resumes

@@ -243,6 +243,26 @@ pub struct Targets {
     pub dropped_targets: Vec<DroppedTargetStatus>,
 }
 
+impl Targets {
+    /// The targets of several scrapers as one list, as Prometheus lists all its pools: active
+    /// targets sorted by pool, URL and labels; dropped ones in the scrapers' order.
+    pub fn merge(all: impl IntoIterator<Item = Targets>) -> Targets {
+        let mut out = Targets::default();
+        for t in all {
+            out.active_targets.extend(t.active_targets);
+            out.dropped_targets.extend(t.dropped_targets);
+        }
+        out.active_targets.sort_by(|a, b| {
+            (&a.scrape_pool, &a.scrape_url, &a.labels).cmp(&(
+                &b.scrape_pool,
+                &b.scrape_url,
+                &b.labels,
+            ))
+        });
+        out
+    }
+}
+
 fn ser_labels<S: Serializer>(l: &Labels, s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(l.iter().map(|l| (&*l.name, &*l.value)))
 }
