@@ -175,7 +175,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The collector's scrape jobs ship through the bus, as a standalone collector's would;
     // /api/v1/targets lists them beside the server's.
     let collector_scraper = if config.collector.enabled {
-        let producer = bus.producer().context("a bus producer for scrape targets")?;
+        let producer = bus
+            .producer()
+            .context("a bus producer for scrape targets")?;
         let s = Arc::new(
             collector::scrape_targets(&config.collector.scrape, producer)
                 .context("starting the collector's scrape jobs")?,

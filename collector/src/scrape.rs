@@ -55,8 +55,7 @@ mod tests {
         let bus = bus::embedded::EmbeddedBus::open(dir.path(), Default::default()).unwrap();
         let producer = bus::Bus::producer(&bus).unwrap();
         let bad: ScrapeSection =
-            serde_yaml_ng::from_str("scrape_configs: [{job_name: x, metrics_path: nope}]")
-                .unwrap();
+            serde_yaml_ng::from_str("scrape_configs: [{job_name: x, metrics_path: nope}]").unwrap();
         let e = scrape_targets(&bad, producer.clone()).unwrap_err();
         assert!(
             e.to_string()

@@ -222,7 +222,12 @@ collector:
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["scrapePool"].as_str().unwrap(), t["health"].as_str().unwrap()))
+        .map(|t| {
+            (
+                t["scrapePool"].as_str().unwrap(),
+                t["health"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(pools, [("node", "up"), ("server", "up")], "{targets}");
     let node = get(&s, "/api/v1/targets", &[("scrapePool", "node")]);
@@ -237,8 +242,8 @@ collector:
         .text()
         .unwrap();
     assert!(
-        own.lines().any(|l| l
-            .starts_with("sextant_tsdb_scrape_scrapes_total{job=\"node\",sink=\"bus\"}")),
+        own.lines()
+            .any(|l| l.starts_with("sextant_tsdb_scrape_scrapes_total{job=\"node\",sink=\"bus\"}")),
         "{own}"
     );
 

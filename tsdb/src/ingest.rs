@@ -94,7 +94,9 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, backoff: &mut Duration)
 }
 
 /// Decodes payloads into series per tenant; undecodable payloads are counted and skipped.
-pub(crate) fn decode<'a>(payloads: impl Iterator<Item = &'a [u8]>) -> BTreeMap<String, Vec<SeriesSamples>> {
+pub(crate) fn decode<'a>(
+    payloads: impl Iterator<Item = &'a [u8]>,
+) -> BTreeMap<String, Vec<SeriesSamples>> {
     let mut out: BTreeMap<String, Vec<SeriesSamples>> = BTreeMap::new();
     let (mut stored, mut bad) = (0u64, 0u64);
     for payload in payloads {

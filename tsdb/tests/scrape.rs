@@ -460,7 +460,11 @@ scrape_configs: [{{job_name: app, static_configs: [{{targets: ['{addr}']}}]}}]"
     })
     .await;
     assert_eq!(last(&in_agent("up"), &up), Some(1.0));
-    assert_eq!(*flaky.refused.lock().unwrap(), 3, "the first sends were refused");
+    assert_eq!(
+        *flaky.refused.lock().unwrap(),
+        3,
+        "the first sends were refused"
+    );
     // The first scrape (jobs = 1) was retried, not dropped: it comes before the later ones.
     let first = in_agent("jobs_total");
     assert_eq!(first[0].1.v, 1.0, "{first:?}");

@@ -12,8 +12,8 @@ use tokio::time::MissedTickBehavior;
 use super::config::{ScrapeConfig, ScrapeSection, prom_duration};
 use super::cycle::{ScrapeOutput, ScrapeRules, ScrapeState};
 use super::http::{FetchOptions, fetch};
-use super::target::{ActiveTarget, DroppedTargetStatus, Health, Target, Targets, targets_of};
 use super::sink::{BusSink, ScrapeSink, StoreSink};
+use super::target::{ActiveTarget, DroppedTargetStatus, Health, Target, Targets, targets_of};
 use super::{ScrapeError, initial_delay, metrics};
 use crate::exposition;
 use crate::storage::{SeriesSamples, Tenants};
@@ -526,5 +526,132 @@ async fn write(
             return false;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::labels::Labels;
+    use crate::scrape::sink::SinkError;
+    use crate::storage::{AppendReport, Sample, StorageError};
+
+    /// Fails its first `fail` writes (as the bus, or as the store), then takes them.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: usize,
+        bus: bool,
+        attempts: AtomicUsize,
+        taken: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl ScrapeSink for Flaky {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        async fn write(
+            &self,
+            _: &str,
+            _: &Labels,
+            batch: Arc<[SeriesSamples]>,
+        ) -> Result<crate::storage::AppendReport, SinkError> {
+            if self.attempts.fetch_add(1, Ordering::SeqCst) < self.fail {
+                return Err(if self.bus {
+                    SinkError::Bus(bus::Error::Closed)
+                } else {
+                    SinkError::Store(StorageError::Internal("disk".into()))
+                });
+            }
+            lock(&self.taken).push(batch.len());
+            Ok(AppendReport {
+                accepted: batch.len(),
+                ..AppendReport::default()
+            })
+        }
+    }
+
+    fn ctx(sink: Arc<Flaky>) -> LoopCtx {
+        let target = Target {
+            job: "j".into(),
+            discovered: Labels::empty(),
+            labels: Labels::from_pairs([("job", "j")]),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        LoopCtx {
+            url: reqwest::Url::parse("http://127.0.0.1:1/metrics").unwrap(),
+            config: Arc::new(ScrapeConfig::default()),
+            rules: rules_of(&target, &ScrapeConfig::default()),
+            tenant: "t".into(),
+            sink,
+            client: reqwest::Client::new(),
+            status: Arc::new(RwLock::new(BTreeMap::new())),
+            key: 1,
+            state: Arc::new(Mutex::new(ScrapeState::new())),
+            target,
+        }
+    }
+
+    fn batch() -> Vec<SeriesSamples> {
+        vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "up")]),
+            samples: vec![Sample { t: 1, v: 1.0 }],
+        }]
+    }
+
+    fn flaky(fail: usize, bus: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            fail,
+            bus,
+            attempts: AtomicUsize::new(0),
+            taken: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_bus_is_retried_until_it_takes_the_batch() {
+        let sink = flaky(20, true);
+        let (_stop_tx, stop) = watch::channel(Stop::Running);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        // Twenty refusals: far longer than the interval, the batch still arrives, once.
+        assert!(write(&ctx(sink.clone()), batch(), &stop, &shutdown).await);
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 21);
+        assert_eq!(*lock(&sink.taken), vec![1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_is_not_retried() {
+        let sink = flaky(1, false);
+        let (_stop_tx, stop) = watch::channel(Stop::Running);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        assert!(!write(&ctx(sink.clone()), batch(), &stop, &shutdown).await);
+        assert_eq!(sink.attempts.load(Ordering::SeqCst), 1);
+        assert!(lock(&sink.taken).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retrying_ends_when_the_target_is_removed_or_the_scraper_stops() {
+        for by_shutdown in [false, true] {
+            let sink = flaky(usize::MAX, true);
+            let (stop_tx, stop) = watch::channel(Stop::Running);
+            let (shutdown_tx, shutdown) = watch::channel(false);
+            let ctx = ctx(sink.clone());
+            let task = tokio::spawn(async move { write(&ctx, batch(), &stop, &shutdown).await });
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            if by_shutdown {
+                shutdown_tx.send(true).unwrap();
+            } else {
+                stop_tx.send(Stop::Removed).unwrap();
+            }
+            assert!(!task.await.unwrap());
+            // Backing off: a handful of attempts in 30 s, not thousands.
+            let n = sink.attempts.load(Ordering::SeqCst);
+            assert!((3..=15).contains(&n), "{n} attempts");
+        }
     }
 }

@@ -375,4 +375,49 @@ relabel_configs: [{target_label: __address__, replacement: 'x/y'}]");
         assert_eq!(v["lastScrapeDuration"], 0.5);
         assert_eq!(v["health"], "unknown");
     }
+
+    #[test]
+    fn merged_pools_sort_by_pool_and_url() {
+        let t = |pool: &str, url: &str| ActiveTarget {
+            discovered_labels: Labels::empty(),
+            labels: Labels::empty(),
+            scrape_pool: pool.into(),
+            scrape_url: url.into(),
+            global_url: url.into(),
+            last_error: String::new(),
+            last_scrape: None,
+            last_scrape_duration: 0.0,
+            health: Health::Unknown,
+            scrape_interval: "1m".into(),
+            scrape_timeout: "10s".into(),
+        };
+        let dropped = |pool: &str| DroppedTargetStatus {
+            discovered_labels: Labels::empty(),
+            scrape_pool: pool.into(),
+        };
+        let server = Targets {
+            active_targets: vec![t("b", "http://x/"), t("z", "http://x/")],
+            dropped_targets: vec![dropped("b")],
+        };
+        let collector = Targets {
+            active_targets: vec![t("a", "http://y/"), t("b", "http://a/")],
+            dropped_targets: vec![dropped("a")],
+        };
+        let m = Targets::merge([server, collector]);
+        let got: Vec<(&str, &str)> = m
+            .active_targets
+            .iter()
+            .map(|a| (a.scrape_pool.as_str(), a.scrape_url.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "http://y/"),
+                ("b", "http://a/"),
+                ("b", "http://x/"),
+                ("z", "http://x/")
+            ]
+        );
+        assert_eq!(m.dropped_targets.len(), 2);
+    }
 }

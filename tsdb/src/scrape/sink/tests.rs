@@ -8,11 +8,7 @@ use crate::storage::{Sample, stale_nan};
 
 fn series(name: &str, instance: &str, points: &[(i64, f64)]) -> SeriesSamples {
     SeriesSamples {
-        labels: Labels::from_pairs([
-            ("__name__", name),
-            ("instance", instance),
-            ("job", "app"),
-        ]),
+        labels: Labels::from_pairs([("__name__", name), ("instance", instance), ("job", "app")]),
         samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
     }
 }
@@ -33,10 +29,9 @@ fn same(a: &[SeriesSamples], b: &[SeriesSamples]) -> bool {
         && a.iter().zip(b).all(|(x, y)| {
             x.labels == y.labels
                 && x.samples.len() == y.samples.len()
-                && x.samples
-                    .iter()
-                    .zip(&y.samples)
-                    .all(|(p, q)| p.t == q.t && (p.v.to_bits() == q.v.to_bits() || p.v == 0.0 && q.v == 0.0))
+                && x.samples.iter().zip(&y.samples).all(|(p, q)| {
+                    p.t == q.t && (p.v.to_bits() == q.v.to_bits() || p.v == 0.0 && q.v == 0.0)
+                })
         })
 }
 
