@@ -1,13 +1,16 @@
 //! The scrape loop: `scrape_configs` with `static_configs`, target and metric relabeling, one
 //! tokio task per target writing each scrape's samples, report series (`up`,
-//! `scrape_duration_seconds`, …) and staleness markers into a tenant's store, with Prometheus's
-//! semantics.
+//! `scrape_duration_seconds`, …) and staleness markers to a [`ScrapeSink`], with Prometheus's
+//! semantics: a tenant's store ([`StoreSink`], the server's `tsdb.scrape`) or the bus's
+//! metrics topic ([`BusSink`], the collector's `collector.scrape`, as a Prometheus agent).
 //!
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`target`]: target labels (`PopulateLabels`), URLs and the `/api/v1/targets` snapshot.
 //! - [`cycle`]: one scrape's pure logic, time passed in (testable without sleeping).
 //! - [`http`]: fetching a page as Prometheus does (Accept, timeout header, gzip, size limit).
 //! - [`manager`]: the [`Scraper`] running a task per target and applying configuration changes.
+//! - [`sink`]: where each scrape's batch goes (the store or the bus), and why the bus sink
+//!   lives in this crate.
 //!
 //! Configuration ([`ScrapeSection`]; Prometheus's names and defaults: 1 m interval, 10 s
 //! timeout, `/metrics`, `honor_timestamps: true`; scraped series go to `tenant`):
@@ -23,7 +26,8 @@
 //!   sample_limit: 50000
 //! ```
 //!
-//! Wiring: [`Scraper::new`] with the store's tenants, [`Scraper::apply`] at start and on every
+//! Wiring: [`Scraper::new`] with the store's tenants (or [`Scraper::to_bus`] with a bus
+//! producer, which `collector::scrape_targets` wraps), [`Scraper::apply`] at start and on every
 //! reload (inside the tokio runtime), [`Scraper::targets`] for `/api/v1/targets`,
 //! [`Scraper::shutdown`] when the process stops.
 

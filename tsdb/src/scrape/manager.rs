@@ -456,8 +456,8 @@ async fn scrape_once(
 /// Writes `batch` to the sink and counts the outcome; true when the sink took it.
 ///
 /// A failure the sink may recover from (the bus) is retried with back-off until the batch is
-/// taken, the loop is stopped or replaced, or the scraper shuts down (then the batch is
-/// counted as dropped). Meanwhile the loop does not scrape, so memory stays at one batch per
+/// taken, the loop is stopped or replaced (target removed or reconfigured), or the scraper
+/// shuts down (then the batch is counted as dropped). Meanwhile the loop does not scrape, so memory stays at one batch per
 /// target however long the bus refuses; the tsdb absorbs a batch delivered twice.
 async fn write(
     ctx: &LoopCtx,

@@ -76,7 +76,7 @@ pub(crate) static WRITE_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub(crate) static SAMPLES_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "sextant_tsdb_scrape_samples_dropped_total",
-        "Scraped samples given up while their write was being retried (the target was removed or the process stopped), by job.",
+        "Scraped samples given up while their write was being retried (the target was removed or reconfigured, or the process stopped), by job.",
         &["sink", "job"],
     )
 });
