@@ -2,7 +2,8 @@
 //! collector, shipped through the embedded bus's metrics topic and stored by the tsdb's
 //! ingest consumer. The target serves a counter it increments, in OpenMetrics and the text
 //! format in turn; once it stops, `up` goes to 0 and the series goes stale. `/api/v1/targets`
-//! lists the collector's target beside the server's (`tsdb.scrape`).
+//! lists the collector's target beside the server's (`tsdb.scrape`). Over Kafka (a tansu broker
+//! started by the test), a broker outage loses no scrape.
 // Integration tests: an unwrap is an assertion, also in their helpers.
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::Sextant;
+use tests::{Sextant, Tansu};
 
 /// A `/metrics` target on a free port: `/metrics` serves `jobs_total`, one more per request,
 /// in OpenMetrics on odd requests and the text format on even ones; `/static` a fixed page.
@@ -138,6 +139,38 @@ fn wait_for(s: &Sextant, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Every stored value of the counter, oldest first.
+fn counter_values(s: &Sextant) -> Vec<u64> {
+    let window = get(
+        s,
+        "/api/v1/query",
+        &[("query", "jobs_total{job=\"node\"}[1h]")],
+    );
+    window["result"][0]["values"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| v[1].as_str().unwrap().parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `collector.scrape` with one 1-second job `node` at `port`.
+fn collector_scrape(port: u16) -> String {
+    format!(
+        "collector:
+  scrape:
+    global: {{scrape_interval: 1s, scrape_timeout: 500ms}}
+    scrape_configs:
+      - job_name: node
+        static_configs:
+          - targets: [\"127.0.0.1:{port}\"]
+            labels: {{team: infra}}
+"
+    )
+}
+
 #[test]
 fn collector_scrape_targets_reach_the_store_through_the_bus() {
     let mut target = Target::start();
@@ -154,15 +187,8 @@ fn collector_scrape_targets_reach_the_store_through_the_bus() {
       - job_name: server
         metrics_path: /static
         static_configs: [{{targets: [\"127.0.0.1:{port}\"]}}]
-collector:
-  scrape:
-    global: {{scrape_interval: 1s, scrape_timeout: 500ms}}
-    scrape_configs:
-      - job_name: node
-        static_configs:
-          - targets: [\"127.0.0.1:{port}\"]
-            labels: {{team: infra}}
-"
+{}",
+            collector_scrape(port)
         ),
     )
     .unwrap();
@@ -188,17 +214,7 @@ collector:
     assert_eq!(m["queue"], "a");
     // Every value from the first on: nothing scraped was lost on the way (the counter moves
     // once per scrape; none of the scrapes up to the latest is missing).
-    let window = get(
-        &s,
-        "/api/v1/query",
-        &[("query", "jobs_total{job=\"node\"}[1h]")],
-    );
-    let values: Vec<u64> = window["result"][0]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v[1].as_str().unwrap().parse().unwrap())
-        .collect();
+    let values = counter_values(&s);
     assert!(
         values.iter().any(|v| v % 2 == 1) && values.iter().any(|v| v % 2 == 0),
         "an OpenMetrics page and a text page stored: {values:?}"
@@ -259,4 +275,49 @@ collector:
     });
     let t = get(&s, "/api/v1/targets", &[("scrapePool", "node")]);
     assert_eq!(t["activeTargets"][0]["health"], "down", "{t}");
+}
+
+#[test]
+fn collector_scrape_over_kafka_loses_no_scrape_to_a_broker_outage() {
+    let mut target = Target::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Tansu::start(dir.path()).unwrap();
+    let config = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "bus:\n  kafka:\n    brokers: {}\n    topic_prefix: cs.\n    partitions: 3\n{}",
+            broker.brokers(),
+            collector_scrape(target.port)
+        ),
+    )
+    .unwrap();
+    let s = Sextant::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .unwrap();
+    wait_for(&s, "two scrapes through Kafka", || {
+        counter_values(&s).len() >= 2
+    });
+    let up = query(&s, "up{job=\"node\"}");
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
+
+    // While the broker is down the producer holds the scrape and the loop waits for it; once
+    // the broker is back, scraping goes on: no value of the counter is missing.
+    broker.kill();
+    let served = target.served.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(4));
+    broker.restart().unwrap();
+    wait_for(&s, "scrapes after the outage", || {
+        counter_values(&s).last().is_some_and(|&v| v >= served + 3)
+    });
+    target.stop();
+    let values = counter_values(&s);
+    let first = values[0];
+    assert_eq!(
+        values,
+        (first..first + values.len() as u64).collect::<Vec<_>>(),
+        "a scrape was lost across the outage"
+    );
 }
