@@ -355,6 +355,18 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // (`ryu` was tried for the digits and is faster, but breaks ties between equally
+        // short digit strings differently from Go and `Display`; this caught it.)
+        #[test]
+        fn push_value_matches_format_value_for_any_float(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            let mut out = String::new();
+            super::push_value(&mut out, v);
+            proptest::prop_assert_eq!(out, super::format_value(v));
+        }
+    }
+
     use super::*;
     use crate::promql::VectorSample;
     use crate::storage::Sample;
