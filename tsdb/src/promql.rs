@@ -10,6 +10,7 @@ mod eval;
 mod functions;
 mod heap;
 mod literals;
+mod memo;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use promql_parser::parser::Expr;
 use promql_parser::parser::value::ValueType;
+use rustc_hash::FxHashMap;
 
 pub use value::{Value, VectorSample};
 
@@ -206,6 +208,10 @@ pub fn instant_query_parsed(
     })
 }
 
+/// Entries of a range query's memo of name-stripped label sets (which would only grow if the
+/// label sets reaching the top are built afresh at every step).
+const MAX_STRIPPED: usize = 100_000;
+
 /// [`range_query`] on a parsed query.
 pub fn range_query_parsed(
     q: &dyn Queryable,
@@ -249,7 +255,9 @@ pub fn range_query_parsed(
     let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     // Most series keep the same shared label set from step to step: find them by address
     // first (a miss falls back to the label contents).
-    let mut by_ptr: HashMap<usize, usize> = HashMap::new();
+    let mut by_ptr: FxHashMap<usize, usize> = FxHashMap::default();
+    // Label sets without their name, by the address of the label set they came from (held).
+    let mut stripped: FxHashMap<usize, (Arc<Labels>, Arc<Labels>)> = FxHashMap::default();
     let mut series: Vec<(Arc<Labels>, Vec<Sample2>, i64)> = Vec::new();
     let mut total = 0usize;
     let mut t = start;
@@ -295,7 +303,17 @@ pub fn range_query_parsed(
                 for s in v {
                     let labels =
                         if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
-                            Arc::new(s.labels.without(is_metadata_label))
+                            let ptr = Arc::as_ptr(&s.labels) as usize;
+                            match stripped.get(&ptr) {
+                                Some((src, l)) if Arc::ptr_eq(src, &s.labels) => l.clone(),
+                                _ => {
+                                    let l = Arc::new(s.labels.without(is_metadata_label));
+                                    if stripped.len() < MAX_STRIPPED {
+                                        stripped.insert(ptr, (s.labels, l.clone()));
+                                    }
+                                    l
+                                }
+                            }
                         } else {
                             s.labels
                         };

@@ -41,6 +41,31 @@ pub enum MatchOp {
     NotRegex,
 }
 
+/// Compiled regexes of recent matchers, by pattern: dashboards send the same few patterns
+/// with every refresh, and compiling one costs more than evaluating a small query.
+static REGEX_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Regex>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Patterns kept in [`REGEX_CACHE`]; it is emptied when full (dashboards refill it quickly).
+const REGEX_CACHE_SIZE: usize = 1024;
+
+/// The anchored regex of a matcher's pattern, from the cache or compiled.
+fn compiled(pattern: &str) -> Result<Regex, StorageError> {
+    let cache = || REGEX_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache().get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = Regex::new(&format!("^(?s:{pattern})$"))
+        .map_err(|e| StorageError::BadMatcher(format!("{pattern:?}: {e}")))?;
+    let mut c = cache();
+    if c.len() >= REGEX_CACHE_SIZE {
+        c.clear();
+    }
+    c.insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
+
 /// A label matcher. A missing label matches as the empty string, as in Prometheus.
 #[derive(Clone, Debug)]
 pub struct Matcher {
@@ -61,10 +86,7 @@ impl Matcher {
     ) -> Result<Matcher, StorageError> {
         let value = value.into();
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?s:{value})$"))
-                    .map_err(|e| StorageError::BadMatcher(format!("{value:?}: {e}")))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => Some(compiled(&value)?),
             _ => None,
         };
         Ok(Matcher {

@@ -214,11 +214,39 @@ pub fn push_timestamp(out: &mut String, t: i64) {
     if neg {
         out.push('-');
     }
-    let _ = write!(out, "{}", abs / 1000);
+    out.push_str(itoa::Buffer::new().format(abs / 1000));
     let frac = abs % 1000;
     if frac != 0 {
         let _ = write!(out, ".{frac:03}");
     }
+}
+
+/// Appends [`format_value`] of `v` without an intermediate string: integral values (most
+/// counters and gauges) through `itoa`, the rest through `Display`.
+pub fn push_value(out: &mut String, v: f64) {
+    // Below 2^53 every integral f64 is exactly an i64 and prints the same both ways; -0.0
+    // keeps its sign through `Display`.
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && !(v == 0.0 && v.is_sign_negative())
+    {
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// `[t,"v"]` for a float sample.
+fn push_float_point(out: &mut String, t: i64, v: f64) {
+    out.push('[');
+    push_timestamp(out, t);
+    out.push_str(",\"");
+    push_value(out, v);
+    out.push_str("\"]");
 }
 
 /// `{"name":"value",…}` in label order.
@@ -251,7 +279,7 @@ pub fn render_query_data(value: &mut Value) -> String {
     out.push_str(value.type_name());
     out.push_str(r#"","result":"#);
     match value {
-        Value::Scalar { t, v } => push_point(&mut out, *t, &format_value(*v)),
+        Value::Scalar { t, v } => push_float_point(&mut out, *t, *v),
         Value::String { t, s } => push_point(&mut out, *t, s),
         Value::Vector(samples) => {
             out.push('[');
@@ -262,7 +290,7 @@ pub fn render_query_data(value: &mut Value) -> String {
                 out.push_str(r#"{"metric":"#);
                 push_labels(&mut out, &s.labels);
                 out.push_str(r#","value":"#);
-                push_point(&mut out, s.t, &format_value(s.v));
+                push_float_point(&mut out, s.t, s.v);
                 out.push('}');
             }
             out.push(']');
@@ -289,7 +317,7 @@ fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
             if j > 0 {
                 out.push(',');
             }
-            push_point(out, p.t, &format_value(p.v));
+            push_float_point(out, p.t, p.v);
         }
         out.push_str("]}");
     }
@@ -298,6 +326,47 @@ fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn push_value_writes_what_format_value_does() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1.5,
+            123456789.0,
+            -42.0,
+            1e15,
+            9007199254740991.0,
+            9007199254740992.0,
+            1e21,
+            1e-7,
+            0.1,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ] {
+            let mut out = String::new();
+            super::push_value(&mut out, v);
+            assert_eq!(out, super::format_value(v), "{v:?}");
+        }
+    }
+
+    proptest::proptest! {
+        // (`ryu` was tried for the digits and is faster, but breaks ties between equally
+        // short digit strings differently from Go and `Display`; this caught it.)
+        #[test]
+        fn push_value_matches_format_value_for_any_float(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            let mut out = String::new();
+            super::push_value(&mut out, v);
+            proptest::prop_assert_eq!(out, super::format_value(v));
+        }
+    }
+
     use super::*;
     use crate::promql::VectorSample;
     use crate::storage::Sample;

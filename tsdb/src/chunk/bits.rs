@@ -58,6 +58,21 @@ impl<'a> BitReader<'a> {
 
     /// Reads `n <= 64` bits.
     pub(crate) fn bits(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        // Fast path: one big-endian load of the 8 bytes holding the bits (at most 7 + 56 of
+        // them), when the buffer has them.
+        let at = self.pos / 8;
+        if n <= 56
+            && let Some(word) = self.buf.get(at..at + 8)
+        {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let v = (u64::from_be_bytes(w) << (self.pos % 8)) >> (64 - n);
+            self.pos += n as usize;
+            return Some(v);
+        }
         let mut out = 0u64;
         let mut n = n;
         while n > 0 {

@@ -59,7 +59,9 @@ impl Snapshot {
     /// skipped (its samples are gone).
     pub(crate) fn samples(&self, store: &ChunkStore) -> io::Result<Vec<Sample>> {
         let (mint, maxt) = (self.mint, self.maxt);
-        let mut out = Vec::new();
+        // Every closed chunk holds at most SAMPLES_PER_CHUNK samples: one allocation.
+        let open = self.open.as_ref().map_or(0, Chunk::len);
+        let mut out = Vec::with_capacity(self.closed.len() * usize::from(SAMPLES_PER_CHUNK) + open);
         for c in &self.closed {
             let b = match store.get(&c.data) {
                 Ok(b) => b,

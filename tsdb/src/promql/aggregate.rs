@@ -2,6 +2,9 @@
 //! limitk limit_ratio count_values`) with `by`/`without`, as Prometheus's engine computes them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
@@ -9,9 +12,10 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
-use super::eval::{EvalResult, Evaluator, Sample, Val, exec_err};
+use super::eval::{EvalResult, Evaluator, Sample, Val, exec_err, key as node_key};
 use super::functions::{format_float, format_g};
 use super::heap;
+use super::memo::key_id;
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier summation step (Prometheus's `kahansum.Inc`).
@@ -54,7 +58,7 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
 
 #[derive(Default)]
 struct Group {
-    labels: Labels,
+    labels: Arc<Labels>,
     value: f64,
     mean: f64,
     c: f64,
@@ -203,15 +207,17 @@ impl Evaluator<'_> {
         }
         let k = (p as i64).min(input.len() as i64).max(0) as usize;
         let ratio = p.clamp(-1.0, 1.0);
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let node = node_key(a);
+        let mut memo = self.key_memos.remove(&node).unwrap_or_default();
+        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
         for s in input {
-            let key = group_labels(&s.labels, without, &names);
+            let (key, _) = memo.get(&s.labels, |l| (group_labels(l, without, &names), None));
             let f = s.v;
-            let gi = match index.get(&key) {
+            let gi = match index.get(&key_id(&key)) {
                 Some(i) => *i,
                 None => {
-                    index.insert(key.clone(), groups.len());
+                    index.insert(key_id(&key), groups.len());
                     let mut g = Group {
                         labels: key,
                         value: f,
@@ -310,6 +316,8 @@ impl Evaluator<'_> {
                 _ => return exec_err("unknown aggregation operator"),
             }
         }
+        memo.end_call();
+        self.key_memos.insert(node, memo);
         let mut out = Vec::with_capacity(groups.len());
         for mut g in groups {
             let v = match op {
@@ -337,7 +345,7 @@ impl Evaluator<'_> {
                 _ => g.value,
             };
             out.push(Sample {
-                labels: g.labels.into(),
+                labels: g.labels,
                 v,
                 drop_name: g.drop_name,
             });

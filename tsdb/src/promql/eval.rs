@@ -74,7 +74,7 @@ pub(crate) enum Val {
 /// A selected series as the evaluator keeps it for the whole query.
 #[derive(Debug)]
 pub(crate) struct Stored {
-    labels: Arc<Labels>,
+    pub(crate) labels: Arc<Labels>,
     samples: Vec<Point>,
     /// `samples` without staleness markers, when it has any (range windows skip them).
     no_stale: Option<Vec<Point>>,
@@ -82,8 +82,68 @@ pub(crate) struct Stored {
 
 impl Stored {
     /// The samples range windows see.
-    fn floats(&self) -> &[Point] {
+    pub(crate) fn floats(&self) -> &[Point] {
         self.no_stale.as_deref().unwrap_or(&self.samples)
+    }
+}
+
+/// A node's output at every step of a range query, computed in one pass (series by series,
+/// which reads each series' samples once instead of once per step), handed out step by step.
+#[derive(Debug, Default)]
+pub(crate) struct StepValues {
+    /// The vector at each step; taken when handed out.
+    pub(crate) out: Vec<Option<Vec<Sample>>>,
+    /// Samples the node's selector held at each step (the query's sample limit counts them).
+    pub(crate) counts: Vec<usize>,
+}
+
+impl Evaluator<'_> {
+    /// The index of `t` among a range query's steps, if it is one.
+    pub(crate) fn step_index(&self, t: i64) -> Option<usize> {
+        (self.step > 0 && t >= self.start && t <= self.end && (t - self.start) % self.step == 0)
+            .then(|| ((t - self.start) / self.step) as usize)
+    }
+
+    /// The number of steps of a range query (1 for an instant query).
+    pub(crate) fn step_count(&self) -> usize {
+        if self.step > 0 {
+            ((self.end - self.start) / self.step) as usize + 1
+        } else {
+            1
+        }
+    }
+
+    /// Hands out `node`'s precomputed vector at step `i`, counting its samples; `None` when
+    /// there is none (not computed, or already handed out).
+    pub(crate) fn take_step_value(
+        &mut self,
+        node: usize,
+        i: usize,
+    ) -> EvalResult<Option<Vec<Sample>>> {
+        let Some(sv) = self.step_values.get_mut(&node) else {
+            return Ok(None);
+        };
+        let Some(v) = sv.out.get_mut(i).and_then(Option::take) else {
+            return Ok(None);
+        };
+        let n = sv.counts.get(i).copied().unwrap_or(0);
+        self.add_samples(n)?;
+        Ok(Some(v))
+    }
+
+    /// Checks the deadline and cancellation flag inside long one-pass computations.
+    pub(crate) fn check_deadline(&self) -> EvalResult<()> {
+        if let Some(c) = &self.opts.cancel
+            && c.load(Ordering::Relaxed)
+        {
+            return Err(QueryError::Canceled("expression evaluation"));
+        }
+        if let Some(d) = self.opts.deadline
+            && Instant::now() >= d
+        {
+            return Err(QueryError::Timeout("expression evaluation"));
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +154,7 @@ pub(crate) fn exec_err<T>(msg: impl Into<String>) -> EvalResult<T> {
 }
 
 /// A key for per-node caches: the node's address, stable while the AST is borrowed.
-fn key<T>(n: &T) -> usize {
+pub(crate) fn key<T>(n: &T) -> usize {
     n as *const T as usize
 }
 
@@ -127,6 +187,10 @@ pub(crate) struct Evaluator<'a> {
     bounds: HashMap<usize, (i64, i64)>,
     cache: HashMap<usize, Arc<Vec<Stored>>>,
     subquery_cache: HashMap<(usize, i64), Val>,
+    /// Outputs of nodes that a range query computes for all its steps at once, by node.
+    pub(crate) step_values: HashMap<usize, StepValues>,
+    /// Grouping keys of aggregations and `histogram_quantile`, by node.
+    pub(crate) key_memos: HashMap<usize, super::memo::KeyMemo>,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
     /// Samples held by the current step.
@@ -181,6 +245,8 @@ impl<'a> Evaluator<'a> {
             bounds: HashMap::new(),
             cache: HashMap::new(),
             subquery_cache: HashMap::new(),
+            step_values: HashMap::new(),
+            key_memos: HashMap::new(),
             warnings: Vec::new(),
             infos: Vec::new(),
             cur_samples: 0,
@@ -233,17 +299,7 @@ impl<'a> Evaluator<'a> {
     /// Checks the deadline and cancellation flag; called once per step.
     pub(crate) fn check_done(&mut self) -> EvalResult<()> {
         self.steps += 1;
-        if let Some(c) = &self.opts.cancel
-            && c.load(Ordering::Relaxed)
-        {
-            return Err(QueryError::Canceled("expression evaluation"));
-        }
-        if let Some(d) = self.opts.deadline
-            && Instant::now() >= d
-        {
-            return Err(QueryError::Timeout("expression evaluation"));
-        }
-        Ok(())
+        self.check_deadline()
     }
 
     pub(crate) fn add_samples(&mut self, n: usize) -> EvalResult<()> {
@@ -311,7 +367,7 @@ impl<'a> Evaluator<'a> {
         entry.1 = entry.1.max(b.1);
     }
 
-    fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<Stored>>> {
+    pub(crate) fn series_of(&mut self, vs: &VectorSelector) -> EvalResult<Arc<Vec<Stored>>> {
         if let Some(c) = self.cache.get(&key(vs)) {
             return Ok(c.clone());
         }

@@ -1,11 +1,14 @@
 //! `histogram_quantile` and `histogram_fraction` over classic histograms (series with an `le`
 //! label), following Prometheus's `quantile.go` including its monotonicity fixes.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use promql_parser::parser::Expr;
 
-use super::super::eval::{EvalResult, Evaluator, Sample, Val};
+use super::super::eval::{EvalResult, Evaluator, Sample, Val, key};
+use super::super::memo::key_id;
 use super::format_g;
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -185,12 +188,22 @@ fn parse_le(s: &str) -> Option<f64> {
 
 impl Evaluator<'_> {
     /// Groups classic-histogram buckets by their series without `le`, in first-seen order.
-    fn bucket_groups(&mut self, v: Vec<Sample>, arg: &Expr) -> Vec<(Labels, Vec<Bucket>)> {
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
+    fn bucket_groups(&mut self, v: Vec<Sample>, arg: &Expr) -> Vec<(Arc<Labels>, Vec<Bucket>)> {
+        // Tagged so as not to share a memo with an aggregation at the same address (an
+        // `Expr` and the node inside it may start at the same address; nodes are aligned).
+        let node = key(arg) | 1;
+        let mut memo = self.key_memos.remove(&node).unwrap_or_default();
+        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
+        let mut groups: Vec<(Arc<Labels>, Vec<Bucket>)> = Vec::new();
         for s in v {
-            let le = s.labels.get("le").unwrap_or("");
-            let Some(upper) = parse_le(le) else {
+            let (key, upper) = memo.get(&s.labels, |l| {
+                (
+                    l.without(|n| n == "le"),
+                    parse_le(l.get("le").unwrap_or("")),
+                )
+            });
+            let Some(upper) = upper else {
+                let le = s.labels.get("le").unwrap_or("");
                 let name = s.labels.metric_name().unwrap_or("").to_string();
                 let mut msg =
                     format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
@@ -200,13 +213,14 @@ impl Evaluator<'_> {
                 self.warn_at(msg, arg);
                 continue;
             };
-            let key = s.labels.without(|n| n == "le");
-            let i = *index.entry(key.clone()).or_insert_with(|| {
+            let i = *index.entry(key_id(&key)).or_insert_with(|| {
                 groups.push((key, Vec::new()));
                 groups.len() - 1
             });
             groups[i].1.push(Bucket { upper, count: s.v });
         }
+        memo.end_call();
+        self.key_memos.insert(node, memo);
         groups
     }
 
@@ -234,7 +248,7 @@ impl Evaluator<'_> {
                 self.info_at(msg, args[1]);
             }
             out.push(Sample {
-                labels: labels.into(),
+                labels,
                 v: val,
                 drop_name: true,
             });

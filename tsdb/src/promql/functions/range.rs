@@ -2,12 +2,14 @@
 //! `idelta`, `resets`, `changes`, `deriv`, `predict_linear`, `double_exponential_smoothing`
 //! and the `*_over_time` family.
 
+mod steps;
+
 use promql_parser::parser::Expr;
 
 use super::super::aggregate::{kahan_inc, quantile};
 use super::super::eval::{EvalResult, Evaluator, Sample, Val, duration_ms, exec_err, offset_ms};
 use super::{absent_labels, format_g};
-use crate::labels::METRIC_NAME;
+use crate::labels::Labels;
 use crate::storage::Sample as Point;
 
 /// A range-vector function, resolved once per call rather than per series.
@@ -258,6 +260,10 @@ impl Evaluator<'_> {
         let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
         let mi = if name == "quantile_over_time" { 1 } else { 0 };
         let marg = args[mi];
+        let keep_name = name == "last_over_time" || name == "first_over_time";
+        if let Some(v) = self.stepped_range_function(kind, marg, keep_name, t)? {
+            return Ok(Some(Val::Vector(v)));
+        }
         let Some((start, end)) = window(self, marg, t) else {
             return exec_err(format!("expected a range vector argument for {name}"));
         };
@@ -284,132 +290,16 @@ impl Evaluator<'_> {
             "double_exponential_smoothing" => Some(self.eval_scalar(args[2], t)?),
             _ => None,
         };
-        let keep_name = name == "last_over_time" || name == "first_over_time";
+        if !matrix.is_empty() {
+            self.check_params(kind, p1, p2, args)?;
+        }
         let mut out = Vec::with_capacity(matrix.len());
         for s in matrix {
-            let pts: &[Point] = &s.points;
-            if pts.is_empty() {
-                continue;
-            }
-            let v = match kind {
-                RangeFn::Rate => extrapolated_rate(pts, start, end, true, true),
-                RangeFn::Increase => extrapolated_rate(pts, start, end, true, false),
-                RangeFn::Delta => extrapolated_rate(pts, start, end, false, false),
-                RangeFn::Irate => instant_value(pts, true),
-                RangeFn::Idelta => instant_value(pts, false),
-                RangeFn::Resets => Some(pts.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
-                RangeFn::Changes => Some(
-                    pts.windows(2)
-                        .filter(|w| w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan()))
-                        .count() as f64,
-                ),
-                RangeFn::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
-                RangeFn::PredictLinear => (pts.len() >= 2).then(|| {
-                    let (slope, icpt) = linear_regression(pts, t);
-                    slope * p1.unwrap_or(0.0) + icpt
-                }),
-                RangeFn::DoubleExponentialSmoothing => {
-                    let sf = p1.unwrap_or(f64::NAN);
-                    let tf = p2.unwrap_or(f64::NAN);
-                    if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
-                        return exec_err(format!(
-                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
-                        ));
-                    }
-                    if tf.is_nan() || tf <= 0.0 || tf >= 1.0 {
-                        return exec_err(format!(
-                            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
-                        ));
-                    }
-                    if pts.len() < 2 {
-                        None
-                    } else {
-                        let (mut s0, mut s1) = (0.0, pts[0].v);
-                        let mut b = pts[1].v - pts[0].v;
-                        for (i, p) in pts.iter().enumerate().skip(1) {
-                            let x = sf * p.v;
-                            if i > 1 {
-                                b = tf * (s1 - s0) + (1.0 - tf) * b;
-                            }
-                            let y = (1.0 - sf) * (s1 + b);
-                            s0 = s1;
-                            s1 = x + y;
-                        }
-                        Some(s1)
-                    }
-                }
-                RangeFn::AvgOverTime => Some(avg_over_time(pts)),
-                RangeFn::MinOverTime => {
-                    Some(compare_over_time(pts, |c, m| c < m || m.is_nan(), false))
-                }
-                RangeFn::MaxOverTime => {
-                    Some(compare_over_time(pts, |c, m| c > m || m.is_nan(), false))
-                }
-                RangeFn::TsOfMinOverTime => {
-                    Some(compare_over_time(pts, |c, m| c <= m || m.is_nan(), true))
-                }
-                RangeFn::TsOfMaxOverTime => {
-                    Some(compare_over_time(pts, |c, m| c >= m || m.is_nan(), true))
-                }
-                RangeFn::TsOfLastOverTime => Some(pts[pts.len() - 1].t as f64 / 1000.0),
-                RangeFn::TsOfFirstOverTime => Some(pts[0].t as f64 / 1000.0),
-                RangeFn::SumOverTime => {
-                    let (mut sum, mut c) = (0.0, 0.0);
-                    for p in pts {
-                        (sum, c) = kahan_inc(p.v, sum, c);
-                    }
-                    Some(if sum.is_infinite() { sum } else { sum + c })
-                }
-                RangeFn::CountOverTime => Some(pts.len() as f64),
-                RangeFn::StddevOverTime => Some(variance(pts).sqrt()),
-                RangeFn::StdvarOverTime => Some(variance(pts)),
-                RangeFn::LastOverTime => Some(pts[pts.len() - 1].v),
-                RangeFn::FirstOverTime => Some(pts[0].v),
-                RangeFn::PresentOverTime => Some(1.0),
-                // Handled before the loop.
-                RangeFn::AbsentOverTime => None,
-                RangeFn::MadOverTime => {
-                    if pts.iter().any(|p| p.v.is_nan()) {
-                        Some(f64::NAN)
-                    } else {
-                        let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
-                        let median = quantile(0.5, &mut vals);
-                        let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
-                        Some(quantile(0.5, &mut dev))
-                    }
-                }
-                RangeFn::QuantileOverTime => {
-                    let q = p1.unwrap_or(f64::NAN);
-                    if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                        self.warn_at(
-                            format!(
-                                "quantile value should be between 0 and 1, got {}",
-                                format_g(q)
-                            ),
-                            args[0],
-                        );
-                    }
-                    let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
-                    Some(quantile(q, &mut vals))
-                }
-            };
-            let Some(v) = v else {
+            let Some(v) = series_value(kind, &s.points, start, end, t, p1, p2) else {
                 continue;
             };
             if counter_check {
-                let metric = s.labels.metric_name().unwrap_or("");
-                if !metric.is_empty()
-                    && !["_total", "_sum", "_count", "_bucket"]
-                        .iter()
-                        .any(|x| metric.ends_with(x))
-                {
-                    self.info_at(
-                        format!(
-                            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
-                        ),
-                        marg,
-                    );
-                }
+                self.check_counter_name(&s.labels, marg);
             }
             out.push(Sample {
                 labels: s.labels,
@@ -417,7 +307,154 @@ impl Evaluator<'_> {
                 drop_name: s.drop_name || !keep_name,
             });
         }
-        let _ = METRIC_NAME;
         Ok(Some(Val::Vector(out)))
+    }
+
+    /// Checks the scalar parameters of `kind` once a call has series to apply them to, as
+    /// Prometheus does (errors for `double_exponential_smoothing`, a warning for quantiles).
+    fn check_params(
+        &mut self,
+        kind: RangeFn,
+        p1: Option<f64>,
+        p2: Option<f64>,
+        args: &[&Expr],
+    ) -> EvalResult<()> {
+        match kind {
+            RangeFn::DoubleExponentialSmoothing => {
+                let sf = p1.unwrap_or(f64::NAN);
+                let tf = p2.unwrap_or(f64::NAN);
+                if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
+                    return exec_err(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                    ));
+                }
+                if tf.is_nan() || tf <= 0.0 || tf >= 1.0 {
+                    return exec_err(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                    ));
+                }
+            }
+            RangeFn::QuantileOverTime => {
+                let q = p1.unwrap_or(f64::NAN);
+                if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                    self.warn_at(
+                        format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            format_g(q)
+                        ),
+                        args[0],
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Prometheus's info annotation for `rate`/`increase` over a metric not named as a counter.
+    fn check_counter_name(&mut self, labels: &Labels, marg: &Expr) {
+        let metric = labels.metric_name().unwrap_or("");
+        if !metric.is_empty()
+            && !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|x| metric.ends_with(x))
+        {
+            self.info_at(
+                format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                ),
+                marg,
+            );
+        }
+    }
+}
+
+/// The value of range function `kind` over one series' samples `pts` in the window
+/// `(start, end]` evaluated at `t`; `None` when the function yields no sample for it.
+/// Parameters were checked by [`Evaluator::check_params`].
+fn series_value(
+    kind: RangeFn,
+    pts: &[Point],
+    start: i64,
+    end: i64,
+    t: i64,
+    p1: Option<f64>,
+    p2: Option<f64>,
+) -> Option<f64> {
+    if pts.is_empty() {
+        return None;
+    }
+    match kind {
+        RangeFn::Rate => extrapolated_rate(pts, start, end, true, true),
+        RangeFn::Increase => extrapolated_rate(pts, start, end, true, false),
+        RangeFn::Delta => extrapolated_rate(pts, start, end, false, false),
+        RangeFn::Irate => instant_value(pts, true),
+        RangeFn::Idelta => instant_value(pts, false),
+        RangeFn::Resets => Some(pts.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
+        RangeFn::Changes => Some(
+            pts.windows(2)
+                .filter(|w| w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan()))
+                .count() as f64,
+        ),
+        RangeFn::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
+        RangeFn::PredictLinear => (pts.len() >= 2).then(|| {
+            let (slope, icpt) = linear_regression(pts, t);
+            slope * p1.unwrap_or(0.0) + icpt
+        }),
+        RangeFn::DoubleExponentialSmoothing => {
+            let sf = p1.unwrap_or(f64::NAN);
+            let tf = p2.unwrap_or(f64::NAN);
+            if pts.len() < 2 {
+                return None;
+            }
+            let (mut s0, mut s1) = (0.0, pts[0].v);
+            let mut b = pts[1].v - pts[0].v;
+            for (i, p) in pts.iter().enumerate().skip(1) {
+                let x = sf * p.v;
+                if i > 1 {
+                    b = tf * (s1 - s0) + (1.0 - tf) * b;
+                }
+                let y = (1.0 - sf) * (s1 + b);
+                s0 = s1;
+                s1 = x + y;
+            }
+            Some(s1)
+        }
+        RangeFn::AvgOverTime => Some(avg_over_time(pts)),
+        RangeFn::MinOverTime => Some(compare_over_time(pts, |c, m| c < m || m.is_nan(), false)),
+        RangeFn::MaxOverTime => Some(compare_over_time(pts, |c, m| c > m || m.is_nan(), false)),
+        RangeFn::TsOfMinOverTime => Some(compare_over_time(pts, |c, m| c <= m || m.is_nan(), true)),
+        RangeFn::TsOfMaxOverTime => Some(compare_over_time(pts, |c, m| c >= m || m.is_nan(), true)),
+        RangeFn::TsOfLastOverTime => Some(pts[pts.len() - 1].t as f64 / 1000.0),
+        RangeFn::TsOfFirstOverTime => Some(pts[0].t as f64 / 1000.0),
+        RangeFn::SumOverTime => {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for p in pts {
+                (sum, c) = kahan_inc(p.v, sum, c);
+            }
+            Some(if sum.is_infinite() { sum } else { sum + c })
+        }
+        RangeFn::CountOverTime => Some(pts.len() as f64),
+        RangeFn::StddevOverTime => Some(variance(pts).sqrt()),
+        RangeFn::StdvarOverTime => Some(variance(pts)),
+        RangeFn::LastOverTime => Some(pts[pts.len() - 1].v),
+        RangeFn::FirstOverTime => Some(pts[0].v),
+        RangeFn::PresentOverTime => Some(1.0),
+        // Handled by the caller.
+        RangeFn::AbsentOverTime => None,
+        RangeFn::MadOverTime => {
+            if pts.iter().any(|p| p.v.is_nan()) {
+                Some(f64::NAN)
+            } else {
+                let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
+                let median = quantile(0.5, &mut vals);
+                let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
+                Some(quantile(0.5, &mut dev))
+            }
+        }
+        RangeFn::QuantileOverTime => {
+            let mut vals: Vec<f64> = pts.iter().map(|p| p.v).collect();
+            Some(quantile(p1.unwrap_or(f64::NAN), &mut vals))
+        }
     }
 }

@@ -1,0 +1,118 @@
+//! Per-node memos of label-set derivations across the steps of a query.
+//!
+//! A range query evaluates each node once per step, and most series reach an aggregation or
+//! `histogram_quantile` with the same shared label set (`Arc<Labels>`) at every step. Deriving
+//! the grouping key (allocating a label set and hashing its strings) once per label set
+//! instead of once per sample and step is most of what these operators cost. Derived keys are
+//! interned, so that equal keys are one allocation and a step groups samples by the key's
+//! address.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::labels::Labels;
+
+/// Entries past which a memo that mostly misses (label sets built afresh at every step, e.g.
+/// by a binary operator below it) is emptied rather than grown.
+const MAX_MISSING: usize = 50_000;
+
+/// Derived grouping keys of label sets, by the label set's address.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMemo {
+    /// Holds the source label set, so that its address is not reused while the entry lives.
+    by_ptr: FxHashMap<usize, (Arc<Labels>, Arc<Labels>, Option<f64>)>,
+    interned: HashMap<Labels, Arc<Labels>>,
+    hits: usize,
+    misses: usize,
+}
+
+impl KeyMemo {
+    /// The key derived from `l` by `derive` (with a number derived alongside, such as a
+    /// bucket's parsed `le`), computed on the first sight of this label set.
+    pub(crate) fn get(
+        &mut self,
+        l: &Arc<Labels>,
+        derive: impl FnOnce(&Labels) -> (Labels, Option<f64>),
+    ) -> (Arc<Labels>, Option<f64>) {
+        let ptr = Arc::as_ptr(l) as usize;
+        if let Some((src, key, extra)) = self.by_ptr.get(&ptr)
+            && Arc::ptr_eq(src, l)
+        {
+            self.hits += 1;
+            return (key.clone(), *extra);
+        }
+        self.misses += 1;
+        let (k, extra) = derive(l);
+        let key = match self.interned.get(&k) {
+            Some(key) => key.clone(),
+            None => {
+                let key = Arc::new(k.clone());
+                self.interned.insert(k, key.clone());
+                key
+            }
+        };
+        self.by_ptr.insert(ptr, (l.clone(), key.clone(), extra));
+        (key, extra)
+    }
+
+    /// Ends one evaluation of the node: a memo that missed more than it hit and has grown
+    /// large is emptied.
+    pub(crate) fn end_call(&mut self) {
+        if self.misses > self.hits && self.by_ptr.len() > MAX_MISSING {
+            self.by_ptr.clear();
+            self.interned.clear();
+        }
+        self.hits = 0;
+        self.misses = 0;
+    }
+}
+
+/// The address of an interned key, for grouping within one step.
+pub(crate) fn key_id(k: &Arc<Labels>) -> usize {
+    Arc::as_ptr(k) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Arc<Labels> {
+        Arc::new(Labels::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn equal_keys_share_one_allocation_and_derive_once() {
+        let mut m = KeyMemo::default();
+        let a = labels(&[("job", "a"), ("le", "1")]);
+        let b = labels(&[("job", "a"), ("le", "2")]);
+        let mut calls = 0;
+        let mut derive = |l: &Labels| {
+            calls += 1;
+            (
+                l.without(|n| n == "le"),
+                l.get("le").and_then(|v| v.parse().ok()),
+            )
+        };
+        let (ka, la) = m.get(&a, &mut derive);
+        let (kb, lb) = m.get(&b, &mut derive);
+        let (ka2, _) = m.get(&a, &mut derive);
+        assert_eq!(calls, 2);
+        assert!(Arc::ptr_eq(&ka, &kb));
+        assert!(Arc::ptr_eq(&ka, &ka2));
+        assert_eq!((la, lb), (Some(1.0), Some(2.0)));
+        assert_eq!(*ka, *labels(&[("job", "a")]));
+    }
+
+    #[test]
+    fn a_new_label_set_with_equal_contents_is_derived_again() {
+        let mut m = KeyMemo::default();
+        let a = labels(&[("x", "1")]);
+        let (k1, _) = m.get(&a, |l| (l.clone(), None));
+        drop(a);
+        let b = labels(&[("x", "2")]);
+        let (k2, _) = m.get(&b, |l| (l.clone(), None));
+        assert_ne!(*k1, *k2);
+    }
+}
