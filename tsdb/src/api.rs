@@ -9,7 +9,6 @@ mod compress;
 pub mod config;
 mod import;
 mod meta;
-mod metadata;
 pub mod params;
 mod query;
 pub mod remote_decode;
@@ -31,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
+pub use crate::metadata::Metadata;
 pub use config::ApiConfig;
-pub use metadata::{Metadata, MetadataStore};
 pub use response::{ApiError, ApiSuccess, ErrorType};
 
 use crate::metrics;
@@ -62,7 +61,6 @@ struct Inner {
     storage_retention: String,
     /// Query slots (Prometheus's active query tracker).
     slots: Arc<Semaphore>,
-    metadata: MetadataStore,
     /// The scrape loops whose targets `/api/v1/targets` shows (the server's and the
     /// in-process collector's), merged as Prometheus merges its pools.
     scrapers: Vec<Arc<Scraper>>,
@@ -87,7 +85,6 @@ impl ApiState {
                 config,
                 start_time,
                 storage_retention: String::new(),
-                metadata: MetadataStore::default(),
                 scrapers: Vec::new(),
             }),
         }
@@ -123,11 +120,6 @@ impl ApiState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
-    }
-
-    /// Metric metadata per tenant (from remote_write and imports), for other ingest paths too.
-    pub fn metadata(&self) -> &MetadataStore {
-        &self.inner.metadata
     }
 
     /// The store of the request's tenant.

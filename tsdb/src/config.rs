@@ -18,6 +18,8 @@ pub struct TsdbConfig {
     pub out_of_order_window: Duration,
     pub wal: WalConfig,
     pub limits: Limits,
+    /// Exemplar storage (Prometheus's `storage.exemplars`).
+    pub exemplars: ExemplarsConfig,
     /// The Prometheus-compatible HTTP API: query limits, admin switch, ingest body size.
     pub api: crate::api::ApiConfig,
     /// Prometheus-style scrape jobs (`global`, `scrape_configs`) written into a tenant.
@@ -31,6 +33,7 @@ impl Default for TsdbConfig {
             out_of_order_window: Duration::from_secs(10 * 60),
             wal: WalConfig::default(),
             limits: Limits::default(),
+            exemplars: ExemplarsConfig::default(),
             api: crate::api::ApiConfig::default(),
             scrape: crate::scrape::ScrapeSection::default(),
         }
@@ -122,6 +125,24 @@ impl Default for WalConfig {
     }
 }
 
+/// `tsdb.exemplars`: exemplars kept per tenant in a circular buffer (the oldest is overwritten
+/// when full), durable in `<tenant>/exemplars.log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExemplarsConfig {
+    /// Exemplars kept per tenant (Prometheus's `storage.exemplars.max_exemplars`, default
+    /// 100000, about 100 bytes each); 0 disables exemplar storage.
+    pub max_exemplars: usize,
+}
+
+impl Default for ExemplarsConfig {
+    fn default() -> Self {
+        ExemplarsConfig {
+            max_exemplars: crate::exemplar::DEFAULT_MAX_EXEMPLARS,
+        }
+    }
+}
+
 /// `tsdb.limits`: per-tenant limits (Mimir's names and label defaults). 0 disables a series
 /// limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +209,13 @@ impl TsdbConfig {
             if v == 0 {
                 return Err(format!("tsdb.limits.{key}: must be at least 1"));
             }
+        }
+        if self.exemplars.max_exemplars > u32::MAX as usize - 1 {
+            return Err(format!(
+                "tsdb.exemplars.max_exemplars: {} is more than {}",
+                self.exemplars.max_exemplars,
+                u32::MAX - 1
+            ));
         }
         self.api.validate("tsdb.api")?;
         self.scrape.validate("tsdb.scrape")

@@ -19,8 +19,8 @@ use crate::labels::{Labels, METRIC_NAME};
 pub enum Format {
     /// Prometheus text 0.0.4: timestamps are integer milliseconds.
     Prometheus,
-    /// OpenMetrics 1.0: timestamps are float seconds, `# EOF` ends the exposition, exemplars
-    /// may follow a sample (they are skipped).
+    /// OpenMetrics 1.0: timestamps are float seconds, `# EOF` ends the exposition, an exemplar
+    /// may follow a sample (` # {trace_id="…"} value [timestamp]`).
     OpenMetrics,
 }
 
@@ -88,6 +88,17 @@ pub struct ParsedSample {
     pub labels: Labels,
     pub value: f64,
     /// Milliseconds since the epoch, when the line carries a timestamp.
+    pub timestamp_ms: Option<i64>,
+    /// The exemplar after the sample (OpenMetrics only).
+    pub exemplar: Option<ParsedExemplar>,
+}
+
+/// An OpenMetrics exemplar: ` # {labels} value [timestamp]` after a sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedExemplar {
+    pub labels: Labels,
+    pub value: f64,
+    /// Milliseconds since the epoch (float seconds truncated, as Prometheus), when given.
     pub timestamp_ms: Option<i64>,
 }
 
@@ -399,16 +410,68 @@ fn parse_sample(cur: &mut Cursor<'_>, format: Format) -> Result<ParsedSample, Pa
         }
         cur.skip_blanks();
     }
-    match cur.peek() {
-        None => {}
-        // An exemplar (` # {labels} value [ts]`): we do not store exemplars.
-        Some('#') if format == Format::OpenMetrics => {}
+    let exemplar = match cur.peek() {
+        None => None,
+        Some('#') if format == Format::OpenMetrics => Some(parse_exemplar(cur)?),
         Some(_) => {
             return Err(cur.err(format!("unexpected {} after the sample", cur.found())));
         }
-    }
+    };
     pairs.push((Cow::Borrowed(METRIC_NAME), name));
     Ok(ParsedSample {
+        labels: Labels::from_pairs(pairs),
+        value,
+        timestamp_ms,
+        exemplar,
+    })
+}
+
+/// ` # {labels} value [timestamp]`; the cursor is on the `#`.
+fn parse_exemplar(cur: &mut Cursor<'_>) -> Result<ParsedExemplar, ParseError> {
+    cur.expect('#', "'#'")?;
+    if cur.skip_blanks() == 0 {
+        return Err(cur.err(format!("expected a blank after '#', found {}", cur.found())));
+    }
+    let labels_at = cur.pos;
+    cur.expect('{', "'{' starting the exemplar's labels")?;
+    let mut name = None;
+    let mut pairs = Vec::new();
+    parse_labels(cur, &mut name, &mut pairs)?;
+    if name.is_some() {
+        cur.pos = labels_at;
+        return Err(cur.err("an exemplar has no metric name"));
+    }
+    if cur.skip_blanks() == 0 {
+        return Err(cur.err(format!(
+            "expected a blank before the exemplar's value, found {}",
+            cur.found()
+        )));
+    }
+    let value_at = cur.pos;
+    let value_text = cur.token();
+    let Some(value) = parse_value(value_text) else {
+        let message = format!("invalid exemplar value {value_text:?}");
+        cur.pos = value_at;
+        return Err(cur.err(message));
+    };
+    let mut timestamp_ms = None;
+    if cur.skip_blanks() > 0 && cur.peek().is_some() {
+        let ts_at = cur.pos;
+        let ts_text = cur.token();
+        match ts_text.parse::<f64>().ok().filter(|f| f.is_finite()) {
+            Some(f) => timestamp_ms = Some((f * 1000.0) as i64),
+            None => {
+                let message = format!("invalid exemplar timestamp {ts_text:?}");
+                cur.pos = ts_at;
+                return Err(cur.err(message));
+            }
+        }
+        cur.skip_blanks();
+    }
+    if cur.peek().is_some() {
+        return Err(cur.err(format!("unexpected {} after the exemplar", cur.found())));
+    }
+    Ok(ParsedExemplar {
         labels: Labels::from_pairs(pairs),
         value,
         timestamp_ms,

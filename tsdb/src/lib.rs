@@ -8,10 +8,12 @@
 pub mod api;
 pub mod chunk;
 pub mod config;
+pub mod exemplar;
 pub mod exposition;
 mod head;
 pub mod ingest;
 pub mod labels;
+pub mod metadata;
 mod metrics;
 pub mod promql;
 pub mod relabel;

@@ -157,3 +157,51 @@ pub(crate) fn count_append(report: &AppendReport) {
             .inc_by(*n as u64);
     }
 }
+
+pub(crate) static EXEMPLARS_APPENDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_exemplars_appended_total",
+        "Exemplars stored (durable when counted)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_exemplars_appended_total: {e}"))
+});
+
+pub(crate) static EXEMPLARS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_exemplars_rejected_total",
+        "Exemplars not stored, by reason (out_of_order, label_length, duplicate, disabled).",
+        &["reason"],
+    )
+});
+
+pub(crate) static EXEMPLARS_IN_STORAGE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sextant_tsdb_exemplars_in_storage",
+        "Exemplars in the circular buffers of all tenants."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_exemplars_in_storage: {e}"))
+});
+
+pub(crate) static EXEMPLAR_SERIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sextant_tsdb_exemplars_series_in_storage",
+        "Series with exemplars in the circular buffers of all tenants."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_exemplars_series_in_storage: {e}"))
+});
+
+pub(crate) static EXEMPLAR_LOG_FSYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_exemplars_log_fsyncs_total",
+        "Group commits of the exemplar logs (one fdatasync each)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_exemplars_log_fsyncs_total: {e}"))
+});
+
+pub(crate) static METADATA_WRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_metadata_writes_total",
+        "Metric metadata files written (each an atomic replace), by result.",
+        &["result"],
+    )
+});

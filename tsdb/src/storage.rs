@@ -5,11 +5,15 @@
 //! (`mint..=maxt`), and the engine narrows them to its own window rules.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use regex::Regex;
 
+use crate::exemplar::ExemplarBuffer;
+pub use crate::exemplar::{ExemplarReport, SeriesExemplars};
 use crate::labels::Labels;
+pub use crate::metadata::Metadata;
+use crate::metadata::MetadataSet;
 
 /// The NaN bit pattern Prometheus writes as a staleness marker.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -327,8 +331,37 @@ impl StoreStats {
     }
 }
 
+/// What a tenant keeps beside its samples: exemplars and metric metadata.
+pub trait Annotations: Send + Sync {
+    /// Stores exemplars, each checked on its own (Prometheus's rules: label length,
+    /// duplicates, the out-of-order window). When this returns `Ok`, the accepted ones are
+    /// durable.
+    fn append_exemplars(&self, batch: &[SeriesExemplars]) -> Result<ExemplarReport, StorageError>;
+
+    /// Exemplars in `mint..=maxt` of the series matching every matcher of at least one set,
+    /// sorted by series labels.
+    fn select_exemplars(
+        &self,
+        sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesExemplars>, StorageError>;
+
+    /// Records metric metadata `(family, entry)`.
+    fn record_metadata(&self, entries: Vec<(String, Metadata)>) -> Result<(), StorageError>;
+
+    /// Families (optionally only `metric`) with their metadata, at most `limit` families and
+    /// `limit_per_metric` entries each (negative: no limit).
+    fn metadata(
+        &self,
+        metric: Option<&str>,
+        limit: i64,
+        limit_per_metric: i64,
+    ) -> Result<BTreeMap<String, Vec<Metadata>>, StorageError>;
+}
+
 /// A tenant's store: read, write and statistics.
-pub trait Store: Queryable + Appendable {
+pub trait Store: Queryable + Appendable + Annotations {
     /// Cardinality figures with at most `limit` entries per table.
     fn stats(&self, limit: usize) -> Result<StoreStats, StorageError>;
 }
@@ -343,6 +376,27 @@ pub trait Tenants: Send + Sync {
 #[derive(Debug, Default)]
 pub struct MemStorage {
     series: RwLock<BTreeMap<Labels, Vec<Sample>>>,
+    annotations: MemAnnotations,
+}
+
+/// Exemplars and metadata of a [`MemStorage`], with the default configuration's limits.
+#[derive(Debug)]
+struct MemAnnotations {
+    exemplars: Mutex<ExemplarBuffer>,
+    metadata: Mutex<MetadataSet>,
+}
+
+impl Default for MemAnnotations {
+    fn default() -> Self {
+        let cfg = crate::config::TsdbConfig::default();
+        MemAnnotations {
+            exemplars: Mutex::new(ExemplarBuffer::new(
+                cfg.exemplars.max_exemplars,
+                cfg.ooo_window_ms(),
+            )),
+            metadata: Mutex::new(MetadataSet::default()),
+        }
+    }
 }
 
 impl MemStorage {
@@ -440,6 +494,65 @@ impl Store for MemStorage {
             }
         }
         Ok(StoreStats::from_series(series.keys(), bounds, 0, limit))
+    }
+}
+
+impl Annotations for MemStorage {
+    fn append_exemplars(&self, batch: &[SeriesExemplars]) -> Result<ExemplarReport, StorageError> {
+        let mut buf = self
+            .annotations
+            .exemplars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut report = ExemplarReport::default();
+        for s in batch {
+            for e in &s.exemplars {
+                match buf.add(&s.labels, e.clone()) {
+                    Ok(()) => report.accepted += 1,
+                    Err(why) => report.reject(why, || {
+                        format!("out of order exemplar for series {}", s.labels)
+                    }),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn select_exemplars(
+        &self,
+        sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesExemplars>, StorageError> {
+        let buf = self
+            .annotations
+            .exemplars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(buf.select(sets, mint, maxt))
+    }
+
+    fn record_metadata(&self, entries: Vec<(String, Metadata)>) -> Result<(), StorageError> {
+        self.annotations
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(entries);
+        Ok(())
+    }
+
+    fn metadata(
+        &self,
+        metric: Option<&str>,
+        limit: i64,
+        limit_per_metric: i64,
+    ) -> Result<BTreeMap<String, Vec<Metadata>>, StorageError> {
+        Ok(self
+            .annotations
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .list(metric, limit, limit_per_metric))
     }
 }
 

@@ -4,6 +4,7 @@
 //! Writes: the head checks and stores a batch under its write lock and queues the WAL records
 //! of what it stored; the append returns once those records are fdatasync'ed (group commit).
 
+mod annotations;
 mod checkpoint;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ pub struct Tsdb {
     checkpointing: Mutex<()>,
     /// A WAL write failed after the head changed: the next write checkpoints first.
     wal_behind: AtomicBool,
+    /// Exemplars and metric metadata, in files of their own.
+    annotations: annotations::TenantAnnotations,
 }
 
 impl Tsdb {
@@ -125,6 +128,7 @@ impl Tsdb {
             wal,
             checkpointing: Mutex::new(()),
             wal_behind: AtomicBool::new(false),
+            annotations: annotations::TenantAnnotations::open(dir, cfg)?,
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;
@@ -145,6 +149,7 @@ impl Tsdb {
     /// and checkpoints it supersedes.
     pub fn checkpoint(&self) -> Result<(), TsdbError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
+        self.annotations.flush();
         let res = self.checkpoint_inner(None);
         let result = if res.is_ok() { "ok" } else { "error" };
         crate::metrics::CHECKPOINTS

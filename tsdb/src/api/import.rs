@@ -1,7 +1,8 @@
 //! `POST /api/v1/import/prometheus`: text exposition / OpenMetrics import as VictoriaMetrics
 //! serves it. Samples without a timestamp get the request's arrival time; `extra_label=name=value`
 //! parameters set labels on every sample (overriding the body's); a gzip body is accepted with
-//! `Content-Encoding: gzip`; `# TYPE/# HELP/# UNIT` feed `/api/v1/metadata`. 204 on success,
+//! `Content-Encoding: gzip`; `# TYPE/# HELP/# UNIT` feed `/api/v1/metadata`; OpenMetrics
+//! exemplars are stored (without a timestamp they take their sample's). 204 on success,
 //! 400 with the line and column of a syntax error, and the remote_write semantics for samples the
 //! store rejects.
 
@@ -14,12 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
 use super::ApiState;
-use super::metadata::Metadata;
 use super::params::Params;
 use super::query::now_ms;
-use super::write::{Rejections, append_and_answer, text};
+use super::write::{Decoded, append_and_answer, text};
+use crate::exemplar::{Exemplar, SeriesExemplars};
 use crate::exposition::{self, Format, MetricType};
 use crate::labels::Labels;
+use crate::metadata::Metadata;
 use crate::storage::{Sample, SeriesSamples};
 
 const PATH: &str = "import";
@@ -66,11 +68,11 @@ pub(super) async fn import(
         Err(e) => return text(PATH, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let now = now_ms();
-    let st = state.clone();
+    let max_body = state.config().max_body();
     // Inflating and parsing a large body takes milliseconds: off the async runtime.
     let parsed = tokio::task::spawn_blocking(move || {
         let raw = if gzip {
-            gunzip(&body, st.config().max_body())?
+            gunzip(&body, max_body)?
         } else {
             body.to_vec()
         };
@@ -80,11 +82,11 @@ pub(super) async fn import(
                 "the body is not valid UTF-8".to_string(),
             )
         })?;
-        to_batch(&st, &tenant, text, format, &extra, now)
+        to_batch(text, format, &extra, now)
     })
     .await;
     match parsed {
-        Ok(Ok(batch)) => append_and_answer(store, batch, Rejections::default(), PATH, false).await,
+        Ok(Ok(decoded)) => append_and_answer(store, decoded, PATH, false).await,
         Ok(Err((status, message))) => text(PATH, status, message),
         Err(e) => text(
             PATH,
@@ -110,15 +112,13 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, (StatusCode, String)> {
     Ok(out)
 }
 
-/// Parses the exposition, records its metadata and groups samples by series.
+/// Parses the exposition: samples and exemplars grouped by series, and its metadata.
 fn to_batch(
-    state: &ApiState,
-    tenant: &str,
     text: &str,
     format: Format,
     extra: &[(String, String)],
     now: i64,
-) -> Result<Vec<SeriesSamples>, (StatusCode, String)> {
+) -> Result<Decoded, (StatusCode, String)> {
     let parsed = exposition::parse(text, format)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("parsing import: {e}")))?;
     let meta: Vec<(String, Metadata)> = parsed
@@ -136,11 +136,9 @@ fn to_batch(
             )
         })
         .collect();
-    if !meta.is_empty() {
-        state.metadata().record(tenant, meta);
-    }
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut batch: Vec<SeriesSamples> = Vec::new();
+    let mut exemplars: Vec<SeriesExemplars> = Vec::new();
     for s in parsed.samples {
         let mut labels = s.labels;
         for (n, v) in extra {
@@ -150,6 +148,17 @@ fn to_batch(
             t: s.timestamp_ms.unwrap_or(now),
             v: s.value,
         };
+        if let Some(e) = s.exemplar {
+            exemplars.push(SeriesExemplars {
+                labels: labels.clone(),
+                exemplars: vec![Exemplar {
+                    labels: e.labels,
+                    value: e.value,
+                    t: e.timestamp_ms.unwrap_or(sample.t),
+                    has_ts: e.timestamp_ms.is_some(),
+                }],
+            });
+        }
         match index.get(&labels) {
             Some(&i) => batch[i].samples.push(sample),
             None => {
@@ -164,5 +173,10 @@ fn to_batch(
     for s in &mut batch {
         s.samples.sort_by_key(|p| p.t);
     }
-    Ok(batch)
+    Ok(Decoded {
+        batch,
+        exemplars,
+        metadata: meta,
+        ..Decoded::default()
+    })
 }

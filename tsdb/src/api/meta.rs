@@ -168,11 +168,9 @@ pub(super) async fn metadata(
         };
         let limit = num("limit")?;
         let limit_per_metric = num("limit_per_metric")?;
-        let tenant = super::tenant_of(&headers)?;
+        let (_, store) = state.store(&headers)?;
         let metric = Some(p.get("metric")).filter(|m| !m.is_empty());
-        let families = state
-            .metadata()
-            .list(&tenant, metric, limit, limit_per_metric);
+        let families = store.metadata(metric, limit, limit_per_metric)?;
         let mut out = String::from("{");
         for (i, (family, entries)) in families.iter().enumerate() {
             if i > 0 {

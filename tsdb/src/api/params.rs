@@ -190,6 +190,14 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
     if vs.offset.is_some() || vs.at.is_some() {
         return Err(format!("{s:?} is not a series selector"));
     }
+    selector_matcher_sets(&vs)
+}
+
+/// The matcher sets of a vector selector: one, or one per `or` alternative; each has the
+/// metric name's matcher when the selector names one.
+pub fn selector_matcher_sets(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<Matcher>>, String> {
     let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, String> {
         let mut out = Vec::with_capacity(ms.len() + 1);
         if let Some(name) = &vs.name {

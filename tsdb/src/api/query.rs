@@ -13,11 +13,16 @@ use axum::response::Response;
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 
-use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration};
-use super::response::{ApiError, ApiSuccess, TRUNCATED_WARNING, json_string, render_query_data};
-use super::{ApiState, respond};
+use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration, selector_matcher_sets};
+use super::response::{
+    ApiError, ApiSuccess, TRUNCATED_WARNING, json_string, push_labels, push_timestamp, push_value,
+    render_query_data,
+};
+use super::{ApiState, blocking, respond};
+use crate::exemplar::SeriesExemplars;
 use crate::metrics;
 use crate::promql::{self, QueryError, QueryOptions, QueryOutput, Value};
+use crate::storage::Matcher;
 
 /// Prometheus's cap on points per series of a range query (web/api/v1/api.go).
 pub(super) const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -240,43 +245,91 @@ pub(super) async fn format(p: Params) -> Response {
     respond("format_query", started, r)
 }
 
-struct HasSelector(bool);
+/// The matcher sets of every selector in an expression (Prometheus's `ExtractSelectors`).
+struct Selectors(Vec<Vec<Matcher>>, Option<String>);
 
-impl ExprVisitor for HasSelector {
+impl ExprVisitor for Selectors {
     type Error = std::convert::Infallible;
 
     fn pre_visit(&mut self, e: &Expr) -> Result<bool, Self::Error> {
-        if matches!(e, Expr::VectorSelector(_) | Expr::MatrixSelector(_)) {
-            self.0 = true;
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return Ok(true),
+        };
+        match selector_matcher_sets(vs) {
+            Ok(sets) => self.0.extend(sets),
+            Err(e) => {
+                self.1.get_or_insert(e);
+            }
         }
-        Ok(!self.0)
+        Ok(true)
     }
 }
 
-/// Exemplars: parameters are validated as Prometheus does; we store no exemplars, so a valid
-/// query with selectors answers an empty list (and one without selectors 204, as Prometheus).
+/// `/api/v1/query_exemplars`: the exemplars in `start..=end` of the series the query's
+/// selectors match, as Prometheus answers: a query without selectors is 204.
 pub(super) async fn exemplars(
     State(state): State<ApiState>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
     let started = Instant::now();
-    let r = (|| {
-        let start = p.time_or("start", MIN_TIME_MS)?;
-        let end = p.time_or("end", MAX_TIME_MS)?;
-        if end < start {
-            return Err(ApiError::bad_data(
-                "end timestamp must not be before start timestamp",
-            ));
-        }
-        let expr = parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
-        state.store(&headers)?;
-        let mut v = HasSelector(false);
-        let _ = walk_expr(&mut v, &expr);
-        if !v.0 {
-            return Ok(ApiSuccess::no_content());
-        }
-        Ok(ApiSuccess::data("[]".into()))
-    })();
+    let r = exemplars_query(&state, &headers, &p).await;
     respond("query_exemplars", started, r)
+}
+
+async fn exemplars_query(
+    state: &ApiState,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<ApiSuccess, ApiError> {
+    let start = p.time_or("start", MIN_TIME_MS)?;
+    let end = p.time_or("end", MAX_TIME_MS)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
+    }
+    let expr = parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
+    let mut v = Selectors(Vec::new(), None);
+    let _ = walk_expr(&mut v, &expr);
+    if let Some(e) = v.1 {
+        return Err(ApiError::bad_data(e));
+    }
+    let (_, store) = state.store(headers)?;
+    if v.0.is_empty() {
+        return Ok(ApiSuccess::no_content());
+    }
+    let sets = v.0;
+    let found = blocking(move || Ok(store.select_exemplars(&sets, start, end)?)).await?;
+    Ok(ApiSuccess::data(render_exemplars(&found)))
+}
+
+/// `[{"seriesLabels":{…},"exemplars":[{"labels":{…},"value":"…","timestamp":…}]}]`.
+pub(super) fn render_exemplars(found: &[SeriesExemplars]) -> String {
+    let mut out = String::from("[");
+    for (i, s) in found.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"seriesLabels\":");
+        push_labels(&mut out, &s.labels);
+        out.push_str(",\"exemplars\":[");
+        for (j, e) in s.exemplars.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"labels\":");
+            push_labels(&mut out, &e.labels);
+            out.push_str(",\"value\":\"");
+            push_value(&mut out, e.value);
+            out.push_str("\",\"timestamp\":");
+            push_timestamp(&mut out, e.t);
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    out
 }

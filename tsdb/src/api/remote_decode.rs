@@ -110,14 +110,22 @@ fn expect_len<'a>(field: u32, v: Field<'a>) -> Result<&'a [u8], DecodeError> {
     }
 }
 
-/// One decoded series: label pairs as raw bytes (UTF-8 unchecked), samples, and how many
-/// exemplars and native histograms it carried.
+/// One decoded series: label pairs as raw bytes (UTF-8 unchecked), samples, exemplars, and
+/// how many native histograms it carried.
 #[derive(Debug, Default)]
 pub struct SeriesRef<'a> {
     pub labels: Vec<(&'a [u8], &'a [u8])>,
     pub samples: Vec<Sample>,
-    pub exemplars: usize,
+    pub exemplars: Vec<ExemplarRef<'a>>,
     pub histograms: usize,
+}
+
+/// One decoded exemplar (`prometheus.Exemplar`), labels as raw bytes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ExemplarRef<'a> {
+    pub labels: Vec<(&'a [u8], &'a [u8])>,
+    pub value: f64,
+    pub timestamp: i64,
 }
 
 /// Decodes a `prometheus.WriteRequest`, calling `on_series` for each series (the argument is
@@ -134,7 +142,7 @@ pub fn decode_write_request<'a>(
                 let ts = expect_len(field, v)?;
                 s.labels.clear();
                 s.samples.clear();
-                s.exemplars = 0;
+                s.exemplars.clear();
                 s.histograms = 0;
                 decode_series(ts, &mut s)?;
                 on_series(&s);
@@ -152,21 +160,46 @@ pub fn decode_write_request<'a>(
     Ok(metadata)
 }
 
+/// A `prometheus.Label`.
+fn decode_label(buf: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+    fields(buf, |f, v| {
+        match f {
+            1 => name = expect_len(f, v)?,
+            2 => value = expect_len(f, v)?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((name, value))
+}
+
+/// A `prometheus.Exemplar`.
+fn decode_exemplar(buf: &[u8]) -> Result<ExemplarRef<'_>, DecodeError> {
+    let mut e = ExemplarRef::default();
+    fields(buf, |f, v| {
+        match (f, v) {
+            (1, v) => e.labels.push(decode_label(expect_len(f, v)?)?),
+            (2, Field::Fixed64(bits)) => e.value = f64::from_bits(bits),
+            (3, Field::Varint(t)) => e.timestamp = t as i64,
+            (2 | 3, other) => {
+                return Err(DecodeError::WireType {
+                    field: f,
+                    wire: other.wire(),
+                    expected: if f == 2 { 1 } else { 0 },
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(e)
+}
+
 fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeError> {
     fields(buf, |field, v| {
         match field {
-            1 => {
-                let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
-                fields(expect_len(field, v)?, |f, v| {
-                    match f {
-                        1 => name = expect_len(f, v)?,
-                        2 => value = expect_len(f, v)?,
-                        _ => {}
-                    }
-                    Ok(())
-                })?;
-                s.labels.push((name, value));
-            }
+            1 => s.labels.push(decode_label(expect_len(field, v)?)?),
             2 => {
                 let mut sample = Sample { t: 0, v: 0.0 };
                 fields(expect_len(field, v)?, |f, v| {
@@ -186,10 +219,7 @@ fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeE
                 })?;
                 s.samples.push(sample);
             }
-            3 => {
-                expect_len(field, v)?;
-                s.exemplars += 1;
-            }
+            3 => s.exemplars.push(decode_exemplar(expect_len(field, v)?)?),
             4 => {
                 expect_len(field, v)?;
                 s.histograms += 1;
@@ -208,6 +238,19 @@ mod tests {
     use super::*;
     use crate::api::remote_proto::{self, Opaque, TimeSeries, WriteRequest};
 
+    fn exemplar() -> impl Strategy<Value = remote_proto::Exemplar> {
+        (
+            prop::collection::vec(label(), 0..3),
+            any::<f64>(),
+            any::<i64>(),
+        )
+            .prop_map(|(labels, value, timestamp)| remote_proto::Exemplar {
+                labels,
+                value,
+                timestamp,
+            })
+    }
+
     fn label() -> impl Strategy<Value = remote_proto::Label> {
         ("[a-z_]{0,6}", "\\PC{0,6}").prop_map(|(n, v)| remote_proto::Label {
             name: Bytes::from(n),
@@ -219,16 +262,16 @@ mod tests {
         (
             prop::collection::vec(label(), 0..5),
             prop::collection::vec((any::<i64>(), any::<f64>()), 0..4),
-            0usize..2,
+            prop::collection::vec(exemplar(), 0..2),
             0usize..2,
         )
-            .prop_map(|(labels, samples, e, h)| TimeSeries {
+            .prop_map(|(labels, samples, exemplars, h)| TimeSeries {
                 labels,
                 samples: samples
                     .into_iter()
                     .map(|(timestamp, value)| remote_proto::Sample { value, timestamp })
                     .collect(),
-                exemplars: vec![Opaque {}; e],
+                exemplars,
                 histograms: vec![Opaque {}; h],
             })
     }
@@ -251,7 +294,11 @@ mod tests {
                 got.push((
                     s.labels.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>(),
                     s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect::<Vec<_>>(),
-                    s.exemplars,
+                    s.exemplars.iter().map(|e| (
+                        e.labels.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>(),
+                        e.value.to_bits(),
+                        e.timestamp,
+                    )).collect::<Vec<_>>(),
                     s.histograms,
                 ));
             }).unwrap();
@@ -260,7 +307,11 @@ mod tests {
             let want: Vec<_> = back.timeseries.iter().map(|t| (
                 t.labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect::<Vec<_>>(),
                 t.samples.iter().map(|p| (p.timestamp, p.value.to_bits())).collect::<Vec<_>>(),
-                t.exemplars.len(),
+                t.exemplars.iter().map(|e| (
+                    e.labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect::<Vec<_>>(),
+                    e.value.to_bits(),
+                    e.timestamp,
+                )).collect::<Vec<_>>(),
                 t.histograms.len(),
             )).collect();
             prop_assert_eq!(got, want);

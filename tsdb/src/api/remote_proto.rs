@@ -1,7 +1,7 @@
 //! Remote-write protobuf messages (`prometheus.WriteRequest` of 1.0 and
 //! `io.prometheus.write.v2.Request`), declared with `prost` derives to keep `protoc` out of the
-//! build. Native histograms and exemplars are decoded only as far as needed to count them: we
-//! store neither yet, and samples must never vanish silently.
+//! build. Native histograms are decoded only as far as needed to count them: we do not store
+//! them yet, and samples must never vanish silently.
 //!
 //! Label strings and v2 symbols are `Bytes`: decoded from a `Bytes` buffer they are slices of it
 //! (no allocation per string); the receiver checks UTF-8 and interns them once per request.
@@ -25,9 +25,20 @@ pub struct TimeSeries {
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
-    pub exemplars: Vec<Opaque>,
+    pub exemplars: Vec<Exemplar>,
     #[prost(message, repeated, tag = "4")]
     pub histograms: Vec<Opaque>,
+}
+
+/// `prometheus.Exemplar`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -46,7 +57,7 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
-/// A message whose fields we skip (histograms, exemplars).
+/// A message whose fields we skip (native histograms).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Opaque {}
 
@@ -96,9 +107,20 @@ pub struct TimeSeriesV2 {
     #[prost(message, repeated, tag = "3")]
     pub histograms: Vec<Opaque>,
     #[prost(message, repeated, tag = "4")]
-    pub exemplars: Vec<Opaque>,
+    pub exemplars: Vec<ExemplarV2>,
     #[prost(message, optional, tag = "5")]
     pub metadata: Option<MetadataV2>,
+}
+
+/// `io.prometheus.write.v2.Exemplar`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExemplarV2 {
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

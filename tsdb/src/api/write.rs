@@ -13,11 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message as _;
 
-use super::metadata::Metadata;
-use super::remote_decode::{DecodeError, decode_write_request};
+use super::remote_decode::{DecodeError, ExemplarRef, decode_write_request};
 use super::remote_proto::{RequestV2, type_name};
 use super::{ApiState, blocking};
+use crate::exemplar::{Exemplar, ExemplarReject, ExemplarReport, SeriesExemplars};
 use crate::labels::{Labels, METRIC_NAME};
+use crate::metadata::Metadata;
 use crate::metrics;
 use crate::storage::{AppendReport, RejectReason, Sample, SeriesSamples, Store};
 
@@ -60,20 +61,63 @@ pub(super) fn text(path: &str, status: StatusCode, message: impl Into<String>) -
     (status, m).into_response()
 }
 
-/// Appends `batch` to the tenant's store and answers as the remote_write receiver does; counts
-/// accepted and rejected samples by path and reason.
+/// What one ingest request decoded: samples by series, what was refused before storage,
+/// exemplars and metric metadata.
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    pub batch: Vec<SeriesSamples>,
+    pub pre: Rejections,
+    pub exemplars: Vec<SeriesExemplars>,
+    pub metadata: Vec<(String, Metadata)>,
+    /// Why an exemplar could not be read (remote_write 2.0 answers 400 for it).
+    pub bad_exemplar: Option<String>,
+}
+
+/// Appends the decoded request to the tenant's store and answers as the remote_write receiver
+/// does; counts accepted and rejected samples by path and reason. Samples and exemplars are
+/// made durable concurrently (each has its own log); metadata is recorded on the way.
+/// With `v2`, remote_write 2.0's headers are set and out-of-order exemplars answer 400.
 pub(super) async fn append_and_answer(
     store: Arc<dyn Store>,
-    batch: Vec<SeriesSamples>,
-    pre: Rejections,
+    decoded: Decoded,
     path: &'static str,
-    extra_headers: bool,
+    v2: bool,
 ) -> Response {
-    let result = if batch.is_empty() {
-        Ok(AppendReport::default())
-    } else {
-        blocking(move || Ok(store.append(&batch)?)).await
+    let Decoded {
+        batch,
+        pre,
+        exemplars,
+        metadata,
+        bad_exemplar,
+    } = decoded;
+    let samples = {
+        let store = store.clone();
+        async move {
+            if batch.is_empty() {
+                Ok(AppendReport::default())
+            } else {
+                blocking(move || Ok(store.append(&batch)?)).await
+            }
+        }
     };
+    let annotations = async move {
+        if exemplars.is_empty() && metadata.is_empty() {
+            return Ok(ExemplarReport::default());
+        }
+        blocking(move || {
+            if !metadata.is_empty()
+                && let Err(e) = store.record_metadata(metadata)
+            {
+                tracing::warn!(path, error = %e, "recording metric metadata failed");
+            }
+            if exemplars.is_empty() {
+                return Ok(ExemplarReport::default());
+            }
+            Ok(store.append_exemplars(&exemplars)?)
+        })
+        .await
+    };
+    let (result, exemplar_result) = tokio::join!(samples, annotations);
     for (reason, n) in &pre.counts {
         metrics::INGEST_REJECTED
             .with_label_values(&[path, reason])
@@ -94,7 +138,32 @@ pub(super) async fn append_and_answer(
             .with_label_values(&[path, reason.as_str()])
             .inc_by(*n as u64);
     }
-    let first = pre.first.or(report.first_rejection.clone());
+    let exemplar_report = match exemplar_result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(path, error = %e.message, "storing exemplars failed");
+            return text(path, StatusCode::INTERNAL_SERVER_ERROR, e.message);
+        }
+    };
+    let ooo_exemplars = exemplar_report
+        .rejected
+        .get(&ExemplarReject::OutOfOrder)
+        .copied()
+        .unwrap_or(0);
+    if ooo_exemplars > 0 {
+        tracing::warn!(
+            path,
+            num_dropped = ooo_exemplars,
+            "error on ingesting out-of-order exemplars"
+        );
+    }
+    let mut first = pre.first.or(report.first_rejection.clone());
+    if v2 {
+        // Remote-write 2.0 reports unreadable and out-of-order exemplars (1.0 only logs them).
+        first = first
+            .or(bad_exemplar)
+            .or(exemplar_report.first_out_of_order.clone());
+    }
     let mut response = match first {
         Some(m) => {
             let pre_total: usize = pre.counts.iter().map(|(_, n)| n).sum();
@@ -114,7 +183,7 @@ pub(super) async fn append_and_answer(
             StatusCode::NO_CONTENT.into_response()
         }
     };
-    if extra_headers {
+    if v2 {
         let h = response.headers_mut();
         let written = HeaderValue::from(report.accepted);
         h.insert("X-Prometheus-Remote-Write-Samples-Written", written);
@@ -124,7 +193,7 @@ pub(super) async fn append_and_answer(
         );
         h.insert(
             "X-Prometheus-Remote-Write-Exemplars-Written",
-            HeaderValue::from(0),
+            HeaderValue::from(exemplar_report.accepted),
         );
     }
     response
@@ -243,9 +312,9 @@ pub(super) async fn remote_write(
     };
     // Decompressing and decoding a large body takes milliseconds: off the async runtime.
     let st = state.clone();
-    let decoded = tokio::task::spawn_blocking(move || decode(&st, &tenant, &body, v2)).await;
+    let decoded = tokio::task::spawn_blocking(move || decode(&st, &body, v2)).await;
     match decoded {
-        Ok(Ok((batch, pre))) => append_and_answer(store, batch, pre, PATH, v2).await,
+        Ok(Ok(d)) => append_and_answer(store, d, PATH, v2).await,
         Ok(Err((status, message))) => text(PATH, status, message),
         Err(e) => text(
             PATH,
@@ -255,13 +324,12 @@ pub(super) async fn remote_write(
     }
 }
 
-/// Snappy, then protobuf, then our series; metadata is recorded on the way.
+/// Snappy, then protobuf, then our series, exemplars and metadata.
 pub(super) fn decode(
     state: &ApiState,
-    tenant: &str,
     body: &[u8],
     v2: bool,
-) -> Result<(Vec<SeriesSamples>, Rejections), (StatusCode, String)> {
+) -> Result<Decoded, (StatusCode, String)> {
     let max = state.config().max_body();
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     match snap::raw::decompress_len(body) {
@@ -282,25 +350,56 @@ pub(super) fn decode(
     );
     if v2 {
         RequestV2::decode(raw)
-            .map(|r| from_v2(state, tenant, r))
+            .map(from_v2)
             .map_err(|e| bad(format!("decoding protobuf: {e}")))
     } else {
-        from_v1(state, tenant, &raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
+        from_v1(&raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
     }
 }
 
-fn from_v1(
-    state: &ApiState,
-    tenant: &str,
-    raw: &[u8],
-) -> Result<(Vec<SeriesSamples>, Rejections), DecodeError> {
+/// An exemplar's labels (empty values dropped); `None` when a string is not UTF-8.
+fn exemplar_labels<'a>(
+    interner: &mut Interner<'a>,
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<Labels> {
+    let mut out: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    for (n, v) in pairs {
+        out.push((interner.get(n).ok()?, interner.get(v).ok()?));
+    }
+    Some(Labels::from_pairs(out))
+}
+
+fn v1_exemplars<'a>(
+    interner: &mut Interner<'a>,
+    labels: &Labels,
+    refs: &[ExemplarRef<'a>],
+) -> Option<SeriesExemplars> {
+    let mut exemplars = Vec::with_capacity(refs.len());
+    for e in refs {
+        let Some(l) = exemplar_labels(interner, e.labels.iter().copied()) else {
+            tracing::debug!(series = %labels, "dropping an exemplar with labels not in UTF-8");
+            continue;
+        };
+        exemplars.push(Exemplar {
+            labels: l,
+            value: e.value,
+            t: e.timestamp,
+            has_ts: e.timestamp != 0,
+        });
+    }
+    (!exemplars.is_empty()).then(|| SeriesExemplars {
+        labels: labels.clone(),
+        exemplars,
+    })
+}
+
+fn from_v1(raw: &[u8]) -> Result<Decoded, DecodeError> {
     let mut pre = Rejections::default();
     let mut batch = Vec::new();
     let mut interner = Interner::default();
-    let mut exemplars = 0;
+    let mut exemplars = Vec::new();
     let metadata = decode_write_request(raw, |ts| {
         let n = ts.samples.len() + ts.histograms;
-        exemplars += ts.exemplars;
         let labels = match series_labels(&mut interner, ts.labels.iter().copied()) {
             Ok(l) => l,
             Err(why) => {
@@ -313,6 +412,11 @@ fn from_v1(
         pre.add("native_histogram", ts.histograms, || {
             format!("series {labels}: native histograms are not supported")
         });
+        if !ts.exemplars.is_empty()
+            && let Some(e) = v1_exemplars(&mut interner, &labels, &ts.exemplars)
+        {
+            exemplars.push(e);
+        }
         if !ts.samples.is_empty() {
             batch.push(SeriesSamples {
                 labels,
@@ -320,27 +424,26 @@ fn from_v1(
             });
         }
     })?;
-    if exemplars > 0 {
-        metrics::INGEST_REJECTED
-            .with_label_values(&["remote_write", "exemplar_not_stored"])
-            .inc_by(exemplars as u64);
-    }
-    if !metadata.is_empty() {
-        state.metadata().record(
-            tenant,
-            metadata.into_iter().map(|m| {
-                (
-                    m.metric_family_name,
-                    Metadata {
-                        kind: type_name(m.r#type).to_string(),
-                        help: m.help,
-                        unit: m.unit,
-                    },
-                )
-            }),
-        );
-    }
-    Ok((batch, pre))
+    let metadata = metadata
+        .into_iter()
+        .map(|m| {
+            (
+                m.metric_family_name,
+                Metadata {
+                    kind: type_name(m.r#type).to_string(),
+                    help: m.help,
+                    unit: m.unit,
+                },
+            )
+        })
+        .collect();
+    Ok(Decoded {
+        batch,
+        pre,
+        exemplars,
+        metadata,
+        bad_exemplar: None,
+    })
 }
 
 fn show(labels: &[(&[u8], &[u8])]) -> String {
@@ -357,10 +460,12 @@ fn show(labels: &[(&[u8], &[u8])]) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples>, Rejections) {
+fn from_v2(req: RequestV2) -> Decoded {
     let mut pre = Rejections::default();
     let mut batch = Vec::with_capacity(req.timeseries.len());
     let mut metadata = Vec::new();
+    let mut exemplars = Vec::new();
+    let mut bad_exemplar = None;
     let sym = |i: u32| req.symbols.get(i as usize).map(|b| &b[..]);
     let text = |i: u32| {
         sym(i)
@@ -417,6 +522,39 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
                 },
             ));
         }
+        let mut ex = Vec::new();
+        for e in &ts.exemplars {
+            let pairs: Option<Vec<(&[u8], &[u8])>> = if e.labels_refs.len() % 2 == 1 {
+                None
+            } else {
+                e.labels_refs
+                    .chunks(2)
+                    .map(|c| Some((sym(c[0])?, sym(c[1])?)))
+                    .collect()
+            };
+            match pairs.and_then(|p| exemplar_labels(&mut interner, p.into_iter())) {
+                Some(l) => ex.push(Exemplar {
+                    labels: l,
+                    value: e.value,
+                    t: e.timestamp,
+                    has_ts: e.timestamp != 0,
+                }),
+                None => {
+                    bad_exemplar.get_or_insert_with(|| {
+                        format!(
+                            "parsing exemplar for series {labels}: invalid labels_refs {:?}",
+                            e.labels_refs
+                        )
+                    });
+                }
+            }
+        }
+        if !ex.is_empty() {
+            exemplars.push(SeriesExemplars {
+                labels: labels.clone(),
+                exemplars: ex,
+            });
+        }
         if ts.samples.is_empty() {
             continue;
         }
@@ -432,8 +570,11 @@ fn from_v2(state: &ApiState, tenant: &str, req: RequestV2) -> (Vec<SeriesSamples
                 .collect(),
         });
     }
-    if !metadata.is_empty() {
-        state.metadata().record(tenant, metadata);
+    Decoded {
+        batch,
+        pre,
+        exemplars,
+        metadata,
+        bad_exemplar,
     }
-    (batch, pre)
 }

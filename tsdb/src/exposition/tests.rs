@@ -96,6 +96,15 @@ fn openmetrics_timestamps_exemplars_and_eof() {
     assert_eq!(e.samples[0].timestamp_ms, Some(1_520_879_607_789));
     assert_eq!(e.samples[0].value, 17.0);
     assert_eq!(
+        e.samples[0].exemplar,
+        Some(ParsedExemplar {
+            labels: Labels::from_pairs([("trace_id", "KOO5S4vxi0o")]),
+            value: 0.67,
+            timestamp_ms: None,
+        })
+    );
+    assert_eq!(e.samples[1].exemplar, None);
+    assert_eq!(
         Format::from_content_type("application/openmetrics-text; version=1.0.0"),
         Format::OpenMetrics
     );
@@ -172,4 +181,37 @@ proptest! {
         let _ = parse(&text, Format::Prometheus);
         let _ = parse(&text, Format::OpenMetrics);
     }
+}
+
+#[test]
+fn openmetrics_exemplars_with_timestamps_and_errors() {
+    let text = "foo_bucket{le=\"0.5\"} 3 # {trace_id=\"a\",span_id=\"b\"} 0.25 1520879607.7899\n\
+                foo_bucket{le=\"+Inf\"} 4 1520879607 #  {} 7\n# EOF\n";
+    let e = parse(text, Format::OpenMetrics).unwrap();
+    let x = e.samples[0].exemplar.as_ref().unwrap();
+    assert_eq!(
+        x.labels,
+        Labels::from_pairs([("span_id", "b"), ("trace_id", "a")])
+    );
+    assert_eq!((x.value, x.timestamp_ms), (0.25, Some(1_520_879_607_789)));
+    let y = e.samples[1].exemplar.as_ref().unwrap();
+    assert!(y.labels.is_empty());
+    assert_eq!((y.value, y.timestamp_ms), (7.0, None));
+    assert_eq!(e.samples[1].timestamp_ms, Some(1_520_879_607_000));
+    for (bad, msg) in [
+        ("a 1 # trace_id=\"x\" 1", "'{'"),
+        (
+            "a 1 # {trace_id=\"x\"}",
+            "blank before the exemplar's value",
+        ),
+        ("a 1 # {trace_id=\"x\"} abc", "invalid exemplar value"),
+        ("a 1 # {trace_id=\"x\"} 1 ts", "invalid exemplar timestamp"),
+        ("a 1 # {trace_id=\"x\"} 1 2 3", "after the exemplar"),
+        ("a 1 # {\"name\"} 1", "no metric name"),
+    ] {
+        let err = parse(bad, Format::OpenMetrics).unwrap_err();
+        assert!(err.message.contains(msg), "{bad:?}: {err}");
+    }
+    // The text format has no exemplars.
+    assert!(parse("a 1 # {x=\"y\"} 1", Format::Prometheus).is_err());
 }

@@ -6,8 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use crate::exposition::Exposition;
+use crate::exemplar::{Exemplar, SeriesExemplars};
+use crate::exposition::{Exposition, MetricType};
 use crate::labels::{Labels, METRIC_NAME};
+use crate::metadata::Metadata;
 use crate::relabel::{LabelsBuilder, RelabelConfig, process};
 use crate::storage::{Sample, SeriesSamples, stale_nan};
 
@@ -48,6 +50,12 @@ pub struct ScrapeOutput {
     pub report: ScrapeReport,
     /// Staleness markers in `batch` (for metrics).
     pub stale_markers: usize,
+    /// The page's exemplars under their series' stored labels (an exemplar without a
+    /// timestamp takes its sample's).
+    pub exemplars: Vec<SeriesExemplars>,
+    /// The page's metric metadata `(family, entry)`, when it differs from the previous
+    /// scrape's (a store records it once, not every scrape).
+    pub metadata: Vec<(String, Metadata)>,
 }
 
 /// Per-target memory between scrapes: the series of the last scrape (for staleness) and how
@@ -62,6 +70,8 @@ pub struct ScrapeState {
     /// Scrapes processed, for cache eviction.
     generation: u64,
     report_series_written: bool,
+    /// The metadata of the last scrape that had any, to pass on only changes.
+    last_metadata: Vec<(String, Metadata)>,
 }
 
 /// How a scraped label set resolves under the target's rules.
@@ -120,9 +130,16 @@ impl ScrapeState {
             ..ScrapeReport::default()
         };
         let mut current = HashMap::new();
+        let mut exemplars = Vec::new();
+        let mut metadata = Vec::new();
         let outcome = page.and_then(|page| {
             report.samples_scraped = page.samples.len();
-            self.samples_of(rules, t_ms, page)
+            let md = page_metadata(page);
+            if md != self.last_metadata {
+                self.last_metadata = md.clone();
+                metadata = md;
+            }
+            self.samples_of(rules, t_ms, page, &mut exemplars)
         });
         let mut batch = match outcome {
             Ok(series) => {
@@ -145,6 +162,7 @@ impl ScrapeState {
             }
             Err(e) => {
                 report.error = Some(e);
+                exemplars.clear();
                 Vec::new()
             }
         };
@@ -164,16 +182,20 @@ impl ScrapeState {
             batch,
             report,
             stale_markers,
+            exemplars,
+            metadata,
         }
     }
 
     /// The page's samples with target labels and metric relabeling applied: (labels, their
-    /// hash, sample, whether staleness tracks it). An error fails the whole scrape.
+    /// hash, sample, whether staleness tracks it); their exemplars go to `exemplars`. An error
+    /// fails the whole scrape.
     fn samples_of(
         &mut self,
         rules: &ScrapeRules,
         t_ms: i64,
         page: &Exposition,
+        exemplars: &mut Vec<SeriesExemplars>,
     ) -> Result<Vec<(Labels, u64, Sample, bool)>, String> {
         let mut out = Vec::with_capacity(page.samples.len());
         let mut seen = HashSet::with_capacity(page.samples.len());
@@ -206,6 +228,17 @@ impl ScrapeState {
                 (true, Some(ts)) => (ts, false),
                 _ => (t_ms, true),
             };
+            if let Some(e) = &s.exemplar {
+                exemplars.push(SeriesExemplars {
+                    labels: labels.clone(),
+                    exemplars: vec![Exemplar {
+                        labels: e.labels.clone(),
+                        value: e.value,
+                        t: e.timestamp_ms.unwrap_or(t),
+                        has_ts: e.timestamp_ms.is_some(),
+                    }],
+                });
+            }
             out.push((labels.clone(), hash, Sample { t, v: s.value }, tracked));
             if rules.sample_limit > 0 && out.len() > rules.sample_limit {
                 return Err(format!(
@@ -231,6 +264,24 @@ impl ScrapeState {
         }
         batch
     }
+}
+
+/// The page's `# TYPE/# HELP/# UNIT` entries that say something.
+fn page_metadata(page: &Exposition) -> Vec<(String, Metadata)> {
+    page.metadata
+        .iter()
+        .filter(|m| m.kind != MetricType::Unknown || !m.help.is_empty() || !m.unit.is_empty())
+        .map(|m| {
+            (
+                m.family.clone(),
+                Metadata {
+                    kind: m.kind.as_str().to_string(),
+                    help: m.help.clone(),
+                    unit: m.unit.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn stale(labels: Labels, t_ms: i64) -> SeriesSamples {

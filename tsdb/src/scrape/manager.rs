@@ -450,7 +450,18 @@ async fn scrape_once(
             Health::Down
         };
     }
-    write(ctx, out.batch, stop, shutdown).await;
+    let stored = write(ctx, out.batch, stop, shutdown).await;
+    if stored && !(out.exemplars.is_empty() && out.metadata.is_empty()) {
+        let n = out.exemplars.len();
+        if let Err(e) = ctx
+            .sink
+            .write_annotations(&ctx.tenant, out.exemplars, out.metadata)
+            .await
+        {
+            tracing::warn!(job, url = %ctx.url, exemplars = n, error = %e,
+                "writing scraped exemplars or metadata failed");
+        }
+    }
 }
 
 /// Writes `batch` to the sink and counts the outcome; true when the sink took it.

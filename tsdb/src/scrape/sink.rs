@@ -20,7 +20,9 @@ use bus::proto::{Label as ProtoLabel, MetricsBatch, Sample as ProtoSample, TimeS
 use bus::{Producer, Record, Topic};
 use prost::Message;
 
+use crate::exemplar::SeriesExemplars;
 use crate::labels::Labels;
+use crate::metadata::Metadata;
 use crate::storage::{AppendReport, SeriesSamples, StorageError, Tenants};
 
 /// Why a batch was not written.
@@ -61,6 +63,18 @@ pub trait ScrapeSink: Send + Sync + Debug {
         target: &Labels,
         batch: Arc<[SeriesSamples]>,
     ) -> Result<AppendReport, SinkError>;
+
+    /// Writes a scrape's exemplars and metric metadata (the metadata only when it changed),
+    /// after its samples. Sinks that cannot carry them drop them (the bus's records have no
+    /// place for them).
+    async fn write_annotations(
+        &self,
+        _tenant: &str,
+        _exemplars: Vec<SeriesExemplars>,
+        _metadata: Vec<(String, Metadata)>,
+    ) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Appends into a tenant's store, on the blocking pool (a durable append waits for an fsync).
@@ -99,6 +113,40 @@ impl ScrapeSink for StoreSink {
             tenants
                 .tenant(&tenant)
                 .and_then(|store| store.append(&batch))
+        })
+        .await
+        .map_err(|e| SinkError::Task(e.to_string()))?
+        .map_err(SinkError::Store)
+    }
+
+    async fn write_annotations(
+        &self,
+        tenant: &str,
+        exemplars: Vec<SeriesExemplars>,
+        metadata: Vec<(String, Metadata)>,
+    ) -> Result<(), SinkError> {
+        let tenants = self.tenants.clone();
+        let tenant = tenant.to_string();
+        tokio::task::spawn_blocking(move || {
+            let store = tenants.tenant(&tenant)?;
+            if !metadata.is_empty() {
+                store.record_metadata(metadata)?;
+            }
+            if !exemplars.is_empty() {
+                let r = store.append_exemplars(&exemplars)?;
+                let ooo = r
+                    .rejected
+                    .get(&crate::exemplar::ExemplarReject::OutOfOrder)
+                    .copied()
+                    .unwrap_or(0);
+                // As Prometheus: reported only when every exemplar was out of order (otherwise
+                // a partial update of exemplars already stored).
+                if ooo > 0 && r.accepted == 0 {
+                    tracing::debug!(tenant = %tenant, num_dropped = ooo,
+                        "out-of-order scraped exemplars");
+                }
+            }
+            Ok::<(), StorageError>(())
         })
         .await
         .map_err(|e| SinkError::Task(e.to_string()))?

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::*;
 use crate::labels::Labels;
 use crate::storage::{
-    AppendReport, Appendable, Matcher, Queryable, SeriesSamples, StorageError, Store, StoreStats,
-    Tenants,
+    Annotations, AppendReport, Appendable, ExemplarReport, Matcher, Metadata, Queryable,
+    SeriesExemplars, SeriesSamples, StorageError, Store, StoreStats, Tenants,
 };
 
 #[derive(Debug)]
@@ -32,6 +32,34 @@ impl Appendable for Broken {
     }
 
     fn delete(&self, _: &[Matcher], _: i64, _: i64) -> Result<(), StorageError> {
+        Err(io())
+    }
+}
+
+impl Annotations for Broken {
+    fn append_exemplars(&self, _: &[SeriesExemplars]) -> Result<ExemplarReport, StorageError> {
+        Err(io())
+    }
+
+    fn select_exemplars(
+        &self,
+        _: &[Vec<Matcher>],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<SeriesExemplars>, StorageError> {
+        Err(io())
+    }
+
+    fn record_metadata(&self, _: Vec<(String, Metadata)>) -> Result<(), StorageError> {
+        Err(io())
+    }
+
+    fn metadata(
+        &self,
+        _: Option<&str>,
+        _: i64,
+        _: i64,
+    ) -> Result<std::collections::BTreeMap<String, Vec<Metadata>>, StorageError> {
         Err(io())
     }
 }

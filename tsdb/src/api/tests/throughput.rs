@@ -71,7 +71,9 @@ fn throughput_of_remote_write_decoding_and_text_parsing() {
     let started = cpu_secs();
     let mut n = 0;
     for _ in 0..rounds {
-        let (batch, _) = crate::api::write::decode(&state, "t", &body, false).unwrap();
+        let batch = crate::api::write::decode(&state, &body, false)
+            .unwrap()
+            .batch;
         n += batch.len();
     }
     let secs = cpu_secs() - started;
