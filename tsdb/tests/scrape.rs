@@ -292,6 +292,76 @@ scrape_configs:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_exemplars_and_metadata_are_stored() {
+    let app = Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                "# TYPE rpc_seconds histogram\n\
+                 # HELP rpc_seconds RPC latency.\n\
+                 # UNIT rpc_seconds seconds\n\
+                 rpc_seconds_bucket{le=\"0.1\"} 3 # {trace_id=\"abc\"} 0.05 1700000000.25\n\
+                 rpc_seconds_bucket{le=\"+Inf\"} 4 # {trace_id=\"def\"} 2.5\n\
+                 rpc_seconds_count 4\n\
+                 rpc_seconds_sum 2.6\n\
+                 # EOF\n",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let section: ScrapeSection = serde_yaml_ng::from_str(&format!(
+        "global: {{scrape_interval: 100ms, scrape_timeout: 100ms}}
+scrape_configs:
+- job_name: rpc
+  static_configs: [{{targets: ['{addr}']}}]"
+    ))
+    .unwrap();
+    let tenants = Arc::new(MemTenants::new());
+    let scraper = Scraper::new(tenants.clone()).unwrap();
+    scraper.apply(&section, "tsdb").unwrap();
+    let store = tenants.tenant(tsdb::DEFAULT_TENANT).unwrap();
+    let sets = vec![vec![
+        Matcher::new(MatchOp::Equal, "__name__", "rpc_seconds_bucket").unwrap(),
+    ]];
+    let found = || store.select_exemplars(&sets, i64::MIN, i64::MAX).unwrap();
+    wait_for("exemplars", || found().len() == 2).await;
+    // Several scrapes of the same page: the exemplar with a timestamp is stored once, the one
+    // without (stamped with its scrape's time) is a duplicate of itself each time.
+    let up = format!("up{{instance=\"{addr}\", job=\"rpc\"}}");
+    wait_for("three scrapes", || {
+        samples(&tenants, "up")
+            .iter()
+            .filter(|(l, _)| *l == up)
+            .count()
+            >= 3
+    })
+    .await;
+    let got = found();
+    assert_eq!(
+        got[0].labels.to_string(),
+        format!("rpc_seconds_bucket{{instance=\"{addr}\", job=\"rpc\", le=\"+Inf\"}}")
+    );
+    assert_eq!(got[0].exemplars.len(), 1);
+    let untimed = &got[0].exemplars[0];
+    assert_eq!((untimed.value, untimed.has_ts), (2.5, false));
+    assert_eq!(untimed.labels.get("trace_id"), Some("def"));
+    assert_eq!(got[1].exemplars.len(), 1);
+    assert_eq!(got[1].exemplars[0].t, 1_700_000_000_250);
+    let md = store.metadata(Some("rpc_seconds"), -1, -1).unwrap();
+    assert_eq!(md["rpc_seconds"].len(), 1);
+    assert_eq!(md["rpc_seconds"][0].kind, "histogram");
+    assert_eq!(md["rpc_seconds"][0].help, "RPC latency.");
+    assert_eq!(md["rpc_seconds"][0].unit, "seconds");
+    scraper.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_keep_series_fresh() {
     let page = Arc::new(Mutex::new(Page {
         body: "a 1\nb 2\n".to_string(),

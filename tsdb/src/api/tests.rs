@@ -1,6 +1,7 @@
 //! Router tests, in process through `tower::ServiceExt::oneshot`.
 
 mod disk;
+mod exemplars;
 mod failures;
 mod ingest;
 mod limits;

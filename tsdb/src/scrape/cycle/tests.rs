@@ -309,3 +309,43 @@ fn resolution_cache_follows_rule_changes() {
     assert_eq!(value(&out, "a{instance=\"h:1\", job=\"app\"}"), Some(1.0));
     assert_eq!(out.report.samples_post_relabel, 1);
 }
+
+#[test]
+fn exemplars_follow_relabeling_and_metadata_is_passed_on_changes() {
+    let mut rules = rules();
+    rules.metric_relabel_configs = serde_yaml_ng::from_str(
+        "[{source_labels: [__name__], regex: 'dropped_total', action: drop}]",
+    )
+    .unwrap();
+    let text = "# TYPE kept counter\n# HELP kept Kept.\n\
+                kept_total 1 # {trace_id=\"k\"} 1\n\
+                dropped_total 1 # {trace_id=\"d\"} 1 5.5\n# EOF\n";
+    let om = parse(text, Format::OpenMetrics).unwrap();
+    let mut st = ScrapeState::new();
+    let out = st.process(&rules, 1000, SECOND, Ok(&om));
+    assert_eq!(out.exemplars.len(), 1);
+    assert_eq!(
+        out.exemplars[0].labels.to_string(),
+        "kept_total{instance=\"h:1\", job=\"app\"}"
+    );
+    let e = &out.exemplars[0].exemplars[0];
+    // Without its own timestamp: the scrape's.
+    assert_eq!((e.t, e.has_ts, e.value), (1000, false, 1.0));
+    assert_eq!(out.metadata.len(), 1);
+    assert_eq!(out.metadata[0].0, "kept");
+    assert_eq!(out.metadata[0].1.help, "Kept.");
+    // The same page again: exemplars again (the store drops the duplicates), metadata not.
+    let out = st.process(&rules, 2000, SECOND, Ok(&om));
+    assert_eq!(out.exemplars.len(), 1);
+    assert!(out.metadata.is_empty());
+    // A failed scrape stores no exemplar.
+    rules.sample_limit = 1;
+    let two = parse(
+        "kept_total 1 # {a=\"b\"} 1\nother 2\n# EOF\n",
+        Format::OpenMetrics,
+    )
+    .unwrap();
+    let out = st.process(&rules, 3000, SECOND, Ok(&two));
+    assert!(out.report.error.is_some());
+    assert!(out.exemplars.is_empty());
+}
