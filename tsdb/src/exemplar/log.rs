@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use super::{Exemplar, ExemplarBuffer, ExemplarReject, ExemplarReport, SeriesExemplars};
 use crate::labels::Labels;
@@ -82,7 +82,7 @@ struct Io {
 pub(crate) struct DurableExemplars {
     dir: PathBuf,
     min_compact: u64,
-    state: Mutex<State>,
+    state: RwLock<State>,
     pending: Mutex<Pending>,
     io: Mutex<Io>,
 }
@@ -127,7 +127,7 @@ impl DurableExemplars {
         Ok(DurableExemplars {
             dir: dir.to_path_buf(),
             min_compact,
-            state: Mutex::new(state),
+            state: RwLock::new(state),
             pending: Mutex::new(Pending::default()),
             io: Mutex::new(Io {
                 file,
@@ -147,7 +147,7 @@ impl DurableExemplars {
     ) -> Result<ExemplarReport, ExemplarLogError> {
         let mut report = ExemplarReport::default();
         let seq = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             let (len, series) = (st.buffer.len(), st.buffer.num_series());
             let mut payload = Vec::new();
             for s in batch {
@@ -191,7 +191,7 @@ impl DurableExemplars {
         maxt: i64,
     ) -> Vec<SeriesExemplars> {
         self.state
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .buffer
             .select(sets, mint, maxt)
@@ -233,7 +233,7 @@ impl DurableExemplars {
             }
         }
         // Lock order: state, then io (appenders hold at most one of them at a time).
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         if io.size <= io.compact_at || io.failed.is_some() {
             return Ok(());
@@ -258,7 +258,7 @@ impl DurableExemplars {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .buffer
             .len()
