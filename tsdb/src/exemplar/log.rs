@@ -146,6 +146,15 @@ impl DurableExemplars {
         batch: &[SeriesExemplars],
     ) -> Result<ExemplarReport, ExemplarLogError> {
         let mut report = ExemplarReport::default();
+        let failed = self
+            .io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed
+            .is_some();
+        if failed {
+            self.compact(true)?;
+        }
         let seq = {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             let (len, series) = (st.buffer.len(), st.buffer.num_series());
@@ -175,7 +184,7 @@ impl DurableExemplars {
         count(&report);
         if report.accepted > 0 {
             self.wait_durable(seq)?;
-            self.maybe_compact()?;
+            self.compact(false)?;
         } else if seq > 0 {
             // Duplicates are acknowledged once their originals are durable.
             self.wait_durable(seq)?;
@@ -212,8 +221,8 @@ impl DurableExemplars {
         if !buf.is_empty() {
             let res = io.file.write_all(&buf).and_then(|()| io.file.sync_data());
             if let Err(e) = res {
-                // The buffer holds what the file lacks: refuse further writes until a restart
-                // replays the valid prefix.
+                // The buffer holds what the file lacks (and re-sent exemplars would be taken
+                // as duplicates): the next append first rewrites the file from the buffer.
                 io.failed = Some(e.to_string());
                 return Err(io_err(&self.dir, e));
             }
@@ -224,21 +233,30 @@ impl DurableExemplars {
         Ok(())
     }
 
-    /// Rewrites the file as a snapshot of the buffer when it has grown past twice the last one.
-    fn maybe_compact(&self) -> Result<(), ExemplarLogError> {
-        {
-            let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-            if io.size <= io.compact_at {
-                return Ok(());
+    /// Rewrites the file as a snapshot of the buffer when it has grown past twice the last one,
+    /// or (`recover`) after a failed write, making the buffer durable again.
+    fn compact(&self, recover: bool) -> Result<(), ExemplarLogError> {
+        let due = |io: &Io| {
+            if recover {
+                io.failed.is_some()
+            } else {
+                io.failed.is_none() && io.size > io.compact_at
             }
+        };
+        if !due(&self.io.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
         }
         // Lock order: state, then io (appenders hold at most one of them at a time).
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        if io.size <= io.compact_at || io.failed.is_some() {
+        if !due(&io) {
             return Ok(());
         }
         let (file, size) = write_snapshot(&self.dir, &mut st)?;
+        if let Some(f) = io.failed.take() {
+            tracing::info!(dir = %self.dir.display(), after = %f,
+                "tsdb: exemplar log rewritten after a failed write");
+        }
         // Everything queued was stored in the buffer under the state lock we hold: the
         // snapshot has it.
         let last_seq = {
