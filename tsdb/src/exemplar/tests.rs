@@ -274,3 +274,63 @@ fn a_torn_tail_is_cut() {
     drop(d);
     assert_eq!(DurableExemplars::open(tmp.path(), 100, 0).unwrap().len(), 3);
 }
+
+/// Figures, not assertions: `cargo test -p tsdb --release -- --ignored exemplar_throughput
+/// --nocapture`.
+#[test]
+#[ignore]
+fn exemplar_throughput() {
+    let cpu = || {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0.0, |ns| ns as f64 / 1e9)
+    };
+    let labels: Vec<Labels> = (0..10_000)
+        .map(|i| {
+            Labels::from_pairs([
+                (
+                    "__name__",
+                    "http_request_duration_seconds_bucket".to_string(),
+                ),
+                ("job", "api".to_string()),
+                ("pod", format!("api-{}", i / 10)),
+                ("le", format!("{}", i % 10)),
+            ])
+        })
+        .collect();
+    let batch = |round: i64| -> Vec<SeriesExemplars> {
+        labels
+            .iter()
+            .map(|l| SeriesExemplars {
+                labels: l.clone(),
+                exemplars: vec![ex("0123456789abcdef0123456789abcdef", 0.5, round * 15_000)],
+            })
+            .collect()
+    };
+    let mut b = ExemplarBuffer::new(DEFAULT_MAX_EXEMPLARS, 0);
+    let started = cpu();
+    for round in 0..30 {
+        for s in batch(round) {
+            b.add(&s.labels, s.exemplars[0].clone()).unwrap();
+        }
+    }
+    println!(
+        "buffer: {:.0} exemplars added per CPU-second (full at {})",
+        300_000.0 / (cpu() - started),
+        b.len()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DurableExemplars::open(tmp.path(), DEFAULT_MAX_EXEMPLARS, 0).unwrap();
+    let started = cpu();
+    let wall = std::time::Instant::now();
+    for round in 0..30 {
+        d.append(&batch(round)).unwrap();
+    }
+    println!(
+        "durable: {:.0} exemplars per CPU-second, {:.0} per second (batches of 10000, one fsync each); file {} bytes",
+        300_000.0 / (cpu() - started),
+        300_000.0 / wall.elapsed().as_secs_f64(),
+        d.file_size()
+    );
+}
