@@ -347,6 +347,24 @@ impl<'a> ChunkIter<'a> {
         }
     }
 
+    /// Appends the remaining samples within `[mint, maxt]` to `out` (a plain loop: the
+    /// query path's hottest).
+    pub fn decode_into(&mut self, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+        while self.left > 0 {
+            let Some(s) = self.decode() else {
+                self.left = 0;
+                return;
+            };
+            self.left -= 1;
+            if s.t > maxt {
+                return;
+            }
+            if s.t >= mint {
+                out.push(s);
+            }
+        }
+    }
+
     /// The first sample at or after `t`, skipping earlier ones.
     pub fn seek(&mut self, t: i64) -> Option<Sample> {
         loop {
