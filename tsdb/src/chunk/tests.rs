@@ -14,6 +14,9 @@ fn round_trip(samples: &[Sample]) {
         }
     };
     check(c.iter().collect());
+    let mut all = Vec::new();
+    c.iter().decode_into(i64::MIN, i64::MAX, &mut all);
+    check(all);
     let bytes = c.to_bytes();
     check(ChunkRef::new(&bytes).unwrap().iter().collect());
     let back = Chunk::from_bytes(&bytes).unwrap();
