@@ -313,7 +313,7 @@ mod tests {
             (f64::NEG_INFINITY, "-Inf"),
             // Ties between two shortest digit strings go to the even digit, as Go's
             // strconv does (checked against Prometheus 2.42), where Rust's `Display` rounds up.
-            (-1536046330430110.25, "-1536046330430110.2"),
+            (-(1536046330430110.0 + 0.25), "-1536046330430110.2"),
             (123456789012345678.0, "123456789012345680"),
             (2.5e-7, "0.00000025"),
         ];
