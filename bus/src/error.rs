@@ -31,6 +31,14 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "the spool is full ({used} of {limit} bytes) and did not drain within {waited:?}: the broker is unreachable or slower than the producers"
+    )]
+    SpoolFull {
+        used: u64,
+        limit: u64,
+        waited: std::time::Duration,
+    },
     #[error("record of {size} bytes exceeds the limit of {limit} bytes")]
     RecordTooLarge { size: usize, limit: usize },
 }

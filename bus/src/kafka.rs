@@ -74,6 +74,9 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// Further librdkafka properties for every client (security, tuning), passed through as is.
     pub properties: BTreeMap<String, String>,
+    /// The on-disk spool in front of the producer, so that producers keep being acknowledged
+    /// while the brokers are unreachable.
+    pub spool: crate::spool::SpoolConfig,
 }
 
 impl Default for KafkaConfig {
@@ -89,6 +92,7 @@ impl Default for KafkaConfig {
             message_timeout: Duration::from_secs(300),
             client_id: "sextant".to_owned(),
             properties: BTreeMap::new(),
+            spool: crate::spool::SpoolConfig::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ impl KafkaConfig {
         if self.message_timeout < Duration::from_secs(1) {
             return Err("bus.kafka.message_timeout: must be at least 1s".to_owned());
         }
-        Ok(())
+        self.spool.validate()
     }
 
     /// A client config with `settings` (Sextant's choices for this kind of client), then the
@@ -170,6 +174,17 @@ impl std::fmt::Debug for KafkaBus {
 impl KafkaBus {
     /// Creates the producer and, if configured, the topics.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
+        let bus = KafkaBus::new(config)?;
+        if bus.config.create_topics {
+            bus.ensure_topics().await?;
+        }
+        tracing::info!(brokers = %bus.config.brokers, "kafka bus connected");
+        Ok(bus)
+    }
+
+    /// Creates the producer without contacting a broker (librdkafka connects in the background);
+    /// topics are not created.
+    pub fn new(config: KafkaConfig) -> Result<KafkaBus> {
         config.validate().map_err(Error::Config)?;
         let producer: FutureProducer = config
             .client_config(&[
@@ -185,19 +200,20 @@ impl KafkaBus {
             ])
             .create()
             .map_err(ctx("creating the producer"))?;
-        let bus = KafkaBus {
+        Ok(KafkaBus {
             config,
             producer,
             closed: Arc::new(AtomicBool::new(false)),
-        };
-        if bus.config.create_topics {
-            bus.ensure_topics().await?;
-        }
-        tracing::info!(brokers = %bus.config.brokers, "kafka bus connected");
-        Ok(bus)
+        })
     }
 
-    async fn ensure_topics(&self) -> Result<()> {
+    /// The bus's settings.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Creates the topics that do not exist yet.
+    pub async fn ensure_topics(&self) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .config
             .client_config(&[])
