@@ -428,6 +428,19 @@ impl std::fmt::Debug for KafkaConsumer {
     }
 }
 
+/// Whether a consumer error only reports that brokers are unreachable (librdkafka keeps
+/// reconnecting on its own).
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
 /// How long `poll` keeps gathering once a first record arrived.
 const GATHER: Duration = Duration::from_millis(2);
 
@@ -436,10 +449,19 @@ impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
         let mut wait = timeout;
+        let mut transient = 0u64;
         while out.len() < max {
             let message = match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Err(_elapsed) => break,
-                Ok(m) => m.map_err(ctx("receiving"))?,
+                Ok(Ok(m)) => m,
+                // librdkafka reconnects by itself; these errors only report the outage, and one
+                // is queued per attempt: skipping them keeps a returning broker's records from
+                // waiting behind a backlog of stale reports.
+                Ok(Err(e)) if is_transient(&e) => {
+                    transient += 1;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(ctx("receiving")(e)),
             };
             wait = GATHER;
             let Some(topic) = self.names.get(message.topic()).copied() else {
@@ -463,6 +485,9 @@ impl Consumer for KafkaConsumer {
                     .map(Bytes::copy_from_slice)
                     .unwrap_or_default(),
             });
+        }
+        if transient > 0 {
+            tracing::debug!(group = %self.group, transient, "kafka consumer reported broker connection errors; librdkafka reconnects");
         }
         count_consumed("kafka", &self.group, &out);
         Ok(out)
