@@ -268,6 +268,13 @@ fn broker_outage_under_load_loses_nothing_and_counts_nothing_twice() {
         collector.stderr()
     );
     assert!(own_metric(&collector, "sextant_bus_spool_bytes", "") > 0.0);
+    // The shipping lag shows while the outage lasts (the oldest unsent line is ~25 s old).
+    let lag = own_metric(
+        &collector,
+        "sextant_bus_spool_oldest_age_seconds",
+        "topic=\"logs\"",
+    );
+    assert!(lag > 1.0, "spool lag {lag} s during the outage");
     std::thread::sleep(Duration::from_secs(5));
     broker.restart().unwrap();
     let restarted_ms = now_ms();
@@ -358,4 +365,20 @@ fn broker_outage_under_load_loses_nothing_and_counts_nothing_twice() {
     );
     drop(store);
     rt.block_on(kafka.close()).unwrap();
+}
+
+#[test]
+fn the_collector_refuses_the_embedded_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(tests::workspace_bin("sextant").unwrap())
+        .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SEXTANT_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--kafka BROKERS"), "{stderr}");
+    // Nothing was started: no spool, no checkpoint.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -18,6 +18,8 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 /// First pause after a failed send; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the gauges are updated while a batch waits for the brokers.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Drains `topic` until told to stop.
 pub(super) async fn run(
@@ -64,10 +66,17 @@ pub(super) async fn run(
         let n = records.len() as u64;
         let mut failures = 0u32;
         loop {
-            spool.report(topic, Some(oldest_ms));
-            let sent = tokio::select! {
-                r = inner.send(topic, records.clone()) => r,
-                () = stopped_now(&mut stop) => return,
+            // A send waits for the brokers (Kafka: up to `message_timeout`); the gauges stay
+            // current meanwhile, so that the lag of an outage shows while it lasts.
+            let send = inner.send(topic, records.clone());
+            tokio::pin!(send);
+            let mut gauges = tokio::time::interval(REPORT_EVERY);
+            let sent = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    _ = gauges.tick() => spool.report(topic, Some(oldest_ms)),
+                    () = stopped_now(&mut stop) => return,
+                }
             };
             match sent {
                 Ok(()) => break,
