@@ -207,6 +207,17 @@ impl KafkaBus {
         })
     }
 
+    /// Refuses further sends and waits up to `timeout` for the records in flight (all of them
+    /// with [`Bus::close`], which waits up to `message_timeout`).
+    pub async fn close_within(&self, timeout: Duration) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(ctx("flushing the producer"))
+    }
+
     /// The bus's settings.
     pub fn config(&self) -> &KafkaConfig {
         &self.config

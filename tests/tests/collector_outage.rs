@@ -310,19 +310,7 @@ fn broker_outage_under_load_loses_nothing_and_counts_nothing_twice() {
 
     // Every line is on the logs topic (at least once: a batch resent after a broken connection
     // may be there twice).
-    let lines: HashSet<u64> = rt.block_on(async {
-        let mut c = kafka.consumer("outage-test", &[Topic::Logs]).await.unwrap();
-        let mut seen = HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (seen.len() as u64) < n && Instant::now() < deadline {
-            for d in c.poll(1000, Duration::from_millis(500)).await.unwrap() {
-                for stream in LogsBatch::decode(&d.payload[..]).unwrap().streams {
-                    seen.extend(stream.entries.iter().map(|e| line_number(&e.line)));
-                }
-            }
-        }
-        seen
-    });
+    let lines = lines_on_topic(&rt, &kafka, "outage-test", n);
     let missing: Vec<u64> = (0..n).filter(|i| !lines.contains(i)).take(10).collect();
     assert!(
         missing.is_empty(),
@@ -381,4 +369,110 @@ fn the_collector_refuses_the_embedded_bus() {
     assert!(stderr.contains("--kafka BROKERS"), "{stderr}");
     // Nothing was started: no spool, no checkpoint.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// The lines on the logs topic, read by a fresh group until `n` distinct ones or a minute passed.
+fn lines_on_topic(
+    rt: &tokio::runtime::Runtime,
+    kafka: &KafkaBus,
+    group: &str,
+    n: u64,
+) -> HashSet<u64> {
+    rt.block_on(async {
+        let mut c = kafka.consumer(group, &[Topic::Logs]).await.unwrap();
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (seen.len() as u64) < n && Instant::now() < deadline {
+            for d in c.poll(1000, Duration::from_millis(500)).await.unwrap() {
+                for stream in LogsBatch::decode(&d.payload[..]).unwrap().streams {
+                    seen.extend(stream.entries.iter().map(|e| line_number(&e.line)));
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// Stopped while the broker is down, the collector exits promptly; started again once the broker
+/// is back, it sends what its spool kept.
+#[test]
+fn a_collector_stopped_during_an_outage_sends_its_spool_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_dir = dir.path().join("tansu");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let mut broker = Tansu::start(&broker_dir).unwrap();
+    let brokers = broker.brokers();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kafka = rt
+        .block_on(KafkaBus::connect(KafkaConfig {
+            brokers: brokers.clone(),
+            partitions: 3,
+            ..KafkaConfig::default()
+        }))
+        .unwrap();
+    let log = dir.path().join("access.log");
+    let config = dir.path().join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector:\n  interval: 1s\n  access_log:\n    sources:\n      - name: shop\n        include: [\"{}\"]\n        labels: {{job: router}}\n        parsers:\n          - nginx: '{FORMAT}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let append = |range: std::ops::Range<u64>| {
+        let text: String = range.map(line).collect();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let data = dir.path().join("collector");
+    let args = ["--kafka", &brokers, "--config", config.to_str().unwrap()];
+    let mut collector = Sextant::start_collector(&data, &args).unwrap();
+    append(0..500);
+    let shipped = wait_until("the first lines shipped", Duration::from_secs(30), || {
+        own_metric(
+            &collector,
+            "sextant_bus_spool_drained_records_total",
+            "topic=\"logs\"",
+        ) > 0.0
+            && own_metric(&collector, "sextant_bus_spool_records", "topic=\"logs\"") == 0.0
+    });
+    assert!(shipped, "{}", collector.stderr());
+
+    broker.kill();
+    append(500..1000);
+    let spooled = wait_until("the lines spooled", Duration::from_secs(30), || {
+        own_metric(&collector, "sextant_bus_spool_records", "topic=\"logs\"") > 0.0
+    });
+    assert!(spooled, "{}", collector.stderr());
+    tests::signal(&collector.child, libc::SIGTERM).unwrap();
+    let status = tests::wait_timeout(&mut collector.child, Duration::from_secs(30)).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit while the broker is down: {status:?}\n{}",
+        collector.stderr()
+    );
+    drop(collector);
+
+    broker.restart().unwrap();
+    let collector = Sextant::start_collector(&data, &args).unwrap();
+    let seen = lines_on_topic(&rt, &kafka, "restart-test", 1000);
+    let missing: Vec<u64> = (0..1000).filter(|i| !seen.contains(i)).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of 1000 lines on the logs topic; first missing: {missing:?}\n{}",
+        seen.len(),
+        collector.stderr()
+    );
+    assert!(
+        collector
+            .stderr()
+            .contains("spool holds records of an earlier run")
+    );
+    drop(collector);
+    rt.block_on(kafka.close()).unwrap();
 }
