@@ -528,3 +528,34 @@ impl Consumer for KafkaConsumer {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_outages_are_transient_for_consumers_other_errors_are_not() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(is_transient(&KafkaError::MessageConsumption(code)));
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
+        assert!(!is_transient(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn spool_settings_are_validated_under_bus_kafka() {
+        let mut c = KafkaConfig::default();
+        assert!(c.spool.enabled);
+        c.spool.max_bytes = bytesize::ByteSize::b(1);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("bus.kafka.spool.max_bytes")
+        );
+    }
+}
