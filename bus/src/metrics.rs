@@ -163,3 +163,11 @@ pub(crate) static SPOOL_FULL_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["topic"],
     )
 });
+
+pub(crate) static SPOOL_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_dropped_records_total",
+        "Spooled records the brokers refused for good (too large, invalid), dropped after an error log.",
+        &["topic"],
+    )
+});

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 
 use super::{Spool, Stop};
 use crate::embedded::EmbeddedConsumer;
-use crate::metrics::{SPOOL_DRAINED, SPOOL_RETRIES};
-use crate::{Consumer, Producer, Record, Topic};
+use crate::metrics::{SPOOL_DRAINED, SPOOL_DROPPED, SPOOL_RETRIES};
+use crate::{Consumer, Error, Producer, Record, Topic};
 
 /// Records sent to the inner producer per batch, at most (the log also caps a poll at 8 MiB).
 const BATCH_RECORDS: usize = 500;
@@ -63,43 +63,35 @@ pub(super) async fn run(
                 payload: d.payload,
             })
             .collect();
-        let n = records.len() as u64;
-        let mut failures = 0u32;
-        loop {
-            // A send waits for the brokers (Kafka: up to `message_timeout`); the gauges stay
-            // current meanwhile, so that the lag of an outage shows while it lasts.
-            let send = inner.send(topic, records.clone());
-            tokio::pin!(send);
-            let mut gauges = tokio::time::interval(REPORT_EVERY);
-            let sent = loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    _ = gauges.tick() => spool.report(topic, Some(oldest_ms)),
-                    () = stopped_now(&mut stop) => return,
-                }
-            };
-            match sent {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    SPOOL_RETRIES.with_label_values(&[topic.name()]).inc();
-                    // The first failure of an outage is worth a warning; the rest are its echo.
-                    if failures == 1 {
-                        tracing::warn!(topic = %topic, error = %e, "sending spooled records failed; they stay spooled and are retried");
-                    } else {
-                        tracing::debug!(topic = %topic, error = %e, failures, "sending spooled records failed again");
+        let mut n = records.len() as u64;
+        let mut d = Delivery {
+            topic,
+            inner: inner.as_ref(),
+            spool: &spool,
+            stop: &mut stop,
+            oldest_ms,
+            backoff: &mut backoff,
+        };
+        match d.deliver(&records).await {
+            Sent::Ok => {}
+            Sent::Stopped => return,
+            // One record the brokers will never take must not block the topic: isolate it by
+            // sending the batch's records one by one (in order), and drop only what is refused.
+            Sent::Refused(e) => {
+                tracing::warn!(topic = %topic, error = %e, records = n, "the brokers refused a spooled batch for good; sending its records one by one");
+                for r in &records {
+                    match d.deliver(std::slice::from_ref(r)).await {
+                        Sent::Ok => {}
+                        Sent::Stopped => return,
+                        Sent::Refused(e) => {
+                            n -= 1;
+                            SPOOL_DROPPED.with_label_values(&[topic.name()]).inc();
+                            tracing::error!(topic = %topic, error = %e, bytes = r.key.len() + r.payload.len(), "the brokers refused a spooled record for good; dropped");
+                        }
                     }
-                    if pause(&mut stop, backoff).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
-        if failures > 0 {
-            tracing::info!(topic = %topic, failures, "spooled records delivered again");
-        }
-        backoff = FIRST_BACKOFF;
         SPOOL_DRAINED.with_label_values(&[topic.name()]).inc_by(n);
         // On failure the position is kept in memory and the next commit covers these records;
         // after a crash before that they are sent again (at-least-once).
@@ -108,6 +100,71 @@ pub(super) async fn run(
         }
         spool.inner.log.maintain();
         spool.inner.room.notify_waiters();
+    }
+}
+
+/// How sending a batch ended.
+enum Sent {
+    Ok,
+    /// Told to stop now; the records stay spooled.
+    Stopped,
+    /// Refused for good (the inner producer will never take it).
+    Refused(Error),
+}
+
+/// Sends batches to the inner producer, retrying what may succeed later.
+struct Delivery<'a> {
+    topic: Topic,
+    inner: &'a dyn Producer,
+    spool: &'a Spool,
+    stop: &'a mut watch::Receiver<Stop>,
+    oldest_ms: i64,
+    backoff: &'a mut Duration,
+}
+
+impl Delivery<'_> {
+    /// Sends `records` until the inner producer acknowledges them, retrying failures with
+    /// back-off, unless the failure is permanent or the drain is told to stop now.
+    async fn deliver(&mut self, records: &[Record]) -> Sent {
+        let topic = self.topic;
+        let mut failures = 0u32;
+        loop {
+            // A send waits for the brokers (Kafka: up to `message_timeout`); the gauges stay
+            // current meanwhile, so that the lag of an outage shows while it lasts.
+            let send = self.inner.send(topic, records.to_vec());
+            tokio::pin!(send);
+            let mut gauges = tokio::time::interval(REPORT_EVERY);
+            let sent = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    _ = gauges.tick() => self.spool.report(topic, Some(self.oldest_ms)),
+                    () = stopped_now(self.stop) => return Sent::Stopped,
+                }
+            };
+            let e = match sent {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(topic = %topic, failures, "spooled records delivered again");
+                    }
+                    *self.backoff = FIRST_BACKOFF;
+                    return Sent::Ok;
+                }
+                Err(e) if e.is_permanent() => return Sent::Refused(e),
+                Err(e) => e,
+            };
+            failures += 1;
+            SPOOL_RETRIES.with_label_values(&[topic.name()]).inc();
+            // The first failure of an outage is worth a warning; the rest are its echo.
+            if failures == 1 {
+                tracing::warn!(topic = %topic, error = %e, "sending spooled records failed; they stay spooled and are retried");
+            } else {
+                tracing::debug!(topic = %topic, error = %e, failures, "sending spooled records failed again");
+            }
+            if pause(self.stop, *self.backoff).await {
+                return Sent::Stopped;
+            }
+            *self.backoff = (*self.backoff * 2).min(MAX_BACKOFF);
+        }
     }
 }
 

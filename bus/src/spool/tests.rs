@@ -51,6 +51,19 @@ impl Producer for Flaky {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
+        // A record no broker takes: the whole batch fails, part of it delivered.
+        if let Some(i) = records
+            .iter()
+            .position(|r| r.payload.starts_with(b"poison"))
+        {
+            let mut got = lock(&self.got);
+            got.extend(records.into_iter().take(i).map(|r| (topic, r)));
+            self.count.send_replace(got.len());
+            return Err(Error::RecordTooLarge {
+                size: 1 << 30,
+                limit: 1 << 20,
+            });
+        }
         let failing = self
             .fail_calls
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -246,6 +259,34 @@ async fn a_send_waits_for_room_and_drained_segments_are_deleted() {
     // (A segment rolls at the first append past its size, so it holds a little more.)
     assert!(spool.bytes() < max / 4, "{} bytes", spool.bytes());
     spool.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_good_is_dropped_and_counted_the_rest_delivered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), config(1 << 30, Duration::from_secs(10))).unwrap();
+    let inner = Flaky::new(0);
+    spool.start_drain(inner.clone()).unwrap();
+    let p = spool.producer();
+    let dropped = || {
+        crate::metrics::SPOOL_DROPPED
+            .with_label_values(&["spans"])
+            .get()
+    };
+    let before = dropped();
+    let mut records = batch("s", 0..10);
+    records.insert(4, Record::new("k", "poison"));
+    p.send(Topic::Spans, records).await.unwrap();
+    p.send(Topic::Spans, batch("s", 10..20)).await.unwrap();
+    // The first four arrive twice (with the failed batch, then one by one).
+    inner.wait_for(24).await;
+    spool.close(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        first_occurrences(inner.payloads(Topic::Spans)),
+        names("s", 0..20)
+    );
+    assert_eq!(dropped() - before, 1);
+    assert_eq!(spool.backlog(Topic::Spans), 0);
 }
 
 #[test]
