@@ -3,7 +3,8 @@
 //! real cgroup every second; a `sextant run` on the same broker stores the metrics. Afterwards
 //! every line written is on the logs topic, `sum(sextant_http_requests_total)` equals the lines
 //! written (nothing lost, nothing counted twice), and the cgroup's samples have no gap: those
-//! taken during the outage were spooled and arrived after it.
+//! taken during the outage were spooled and arrived after it. The cgroup part needs root and a
+//! writable cgroupfs (as `scripts/test` runs in CI); without them it is skipped with a message.
 // Integration tests: an unwrap is an assertion, also in their helpers.
 #![allow(clippy::unwrap_used)]
 
