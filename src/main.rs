@@ -1,6 +1,7 @@
 //! The `sextant` binary: command line, configuration and wiring. No business logic lives here;
 //! each component is a library crate that this file starts and stops.
 
+mod collector_cmd;
 mod config;
 mod server;
 
@@ -33,6 +34,12 @@ enum Command {
     /// Needs no other service: the bus is an embedded log under the data directory, and one HTTP
     /// port serves every API. Prints the address it bound on standard output.
     Run(RunArgs),
+    /// Runs only the node agent, shipping to Kafka through an on-disk spool.
+    ///
+    /// Collects cgroup metrics and access logs as the `collector` section says and sends them to
+    /// the brokers of `--kafka` (or bus.kafka); while they are unreachable the spool keeps
+    /// accepting, up to bus.kafka.spool.max_bytes. Serves only /metrics, /-/healthy and /-/ready.
+    Collector(collector_cmd::CollectorArgs),
     /// Prints or checks configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -83,6 +90,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Collector(args) => collector_cmd::main(args),
         Command::Run(args) => {
             let mut config = match load_config(args.config.as_deref()) {
                 Ok(c) => c,
