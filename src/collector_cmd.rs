@@ -3,16 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agent::Agent;
 use crate::config::Config;
 use crate::server::{self, Readiness};
-use crate::{EXIT_CONFIG, init_logging, load_config, shutdown_signal, stopping};
+use crate::{EXIT_CONFIG, init_logging, load_config, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CollectorArgs {
@@ -106,8 +105,8 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The agent: opens the bus (the spool, draining to Kafka), runs the cgroup collector and the
-/// access-log pipeline, serves the operations endpoints until SIGINT or SIGTERM, then stops the
+/// The agent: opens the bus (the spool, draining to Kafka), runs the node agent (cgroup
+/// collector, access logs, scrape jobs), serves the operations endpoints until SIGINT or SIGTERM, then stops the
 /// sources and closes the bus (the spool gets a short grace to drain; the rest stays on disk).
 async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
@@ -125,23 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let sink = Arc::new(collector::BusSink::new(
-        bus.producer().context("a bus producer for the collector")?,
-        config.collector.tenant.clone(),
-    ));
-    let node =
-        collector::cgroup_collector(&config.collector, sink).context("starting the collector")?;
-    tasks.spawn(node.run(stopping(stopped.clone())));
-    if !config.collector.access_log.sources.is_empty() {
-        let pipeline = collector::accesslog::AccessLog::open(
-            &config.collector.access_log,
-            data_dir,
-            SystemTime::now(),
-        )
-        .context("opening the access-log pipeline")?;
-        let producer = bus.producer().context("a bus producer for access logs")?;
-        tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
-    }
+    let agent = Agent::start(&config, data_dir, bus.as_ref(), &stopped, &mut tasks)?;
 
     let readiness = Readiness::default();
     let app = server::router(readiness.clone(), axum::Router::new());
@@ -170,6 +153,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving HTTP");
     let _ = stop.send(true);
+    agent.shutdown().await;
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             tracing::error!(error = %e, "a component panicked");
