@@ -280,3 +280,222 @@ impl ScrapeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::scrape::config::ScrapeSection;
+
+    fn section(yaml: &str) -> ScrapeSection {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    /// The error of the third job (the first two are fine), whose settings are `job`.
+    fn err(job: &str) -> String {
+        section(&format!(
+            "scrape_configs: [{{job_name: a}}, {{job_name: b, scheme: https}}, {{job_name: c, {job}}}]"
+        ))
+        .validate("tsdb.scrape")
+        .unwrap_err()
+    }
+
+    #[test]
+    fn defaults_as_prometheus() {
+        let s = section("scrape_configs: [{job_name: a}]");
+        s.validate("tsdb.scrape").unwrap();
+        let c = &s.scrape_configs[0];
+        assert_eq!(c.scheme, "http");
+        assert!(c.follow_redirects && c.enable_http2);
+        assert!(c.basic_auth.is_none() && c.authorization.is_none());
+        assert!(c.effective_authorization().is_none());
+        assert!(!c.tls_config.insecure_skip_verify);
+        assert!(c.tls_config.immutable());
+        assert!(c.proxy_url.is_none());
+    }
+
+    #[test]
+    fn every_setting_parses() {
+        let s = section(
+            "scrape_configs:
+- job_name: kubelet
+  scheme: https
+  tls_config:
+    ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+    cert_file: /etc/c.pem
+    key_file: /etc/k.pem
+    server_name: kubelet.local
+    insecure_skip_verify: false
+    min_version: TLS12
+    max_version: TLS13
+  authorization: {type: Token, credentials_file: /var/run/secrets/token}
+  follow_redirects: false
+  enable_http2: false
+  proxy_url: http://proxy:3128
+- job_name: node
+  basic_auth: {username: u, password_file: /p}
+- job_name: legacy
+  bearer_token: s3cret",
+        );
+        s.validate("tsdb.scrape").unwrap();
+        let k = &s.scrape_configs[0];
+        assert_eq!(k.tls_config.server_name, "kubelet.local");
+        assert_eq!(k.tls_config.min_version, Some(super::TlsVersion::Tls12));
+        assert!(!k.tls_config.immutable());
+        let a = k.effective_authorization().unwrap();
+        assert_eq!(a.scheme(), "Token");
+        assert!(!k.follow_redirects && !k.enable_http2);
+        assert_eq!(
+            s.scrape_configs[1]
+                .basic_auth
+                .as_ref()
+                .unwrap()
+                .password_file,
+            "/p"
+        );
+        // the legacy bearer token is a Bearer authorization
+        let legacy = s.scrape_configs[2].effective_authorization().unwrap();
+        assert_eq!(legacy.scheme(), "Bearer");
+        assert_eq!(legacy.credentials.expose(), "s3cret");
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let s = section(
+            "scrape_configs: [{job_name: a, bearer_token: tok1, basic_auth: {password: pw2}, tls_config: {key: k3}}]",
+        );
+        let c = &s.scrape_configs[0];
+        let debug = format!("{s:?}");
+        let yaml = serde_yaml_ng::to_string(&s).unwrap();
+        for shown in [&debug, &yaml] {
+            for secret in ["tok1", "pw2", "k3"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("<secret>"));
+        }
+        assert_eq!(c.bearer_token.expose(), "tok1");
+        // the validation message names the keys, not the values
+        let e = s.validate("tsdb.scrape").unwrap_err();
+        assert!(!e.contains("tok1") && !e.contains("pw2"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let key = "tsdb.scrape.scrape_configs[2]";
+        for (job, want) in [
+            (
+                "scheme: ftp",
+                format!("{key}.scheme: \"ftp\" is not a valid scheme (http, https)"),
+            ),
+            (
+                "bearer_token: a, bearer_token_file: /b",
+                format!(
+                    "{key}.bearer_token_file: at most one of bearer_token & bearer_token_file must be configured"
+                ),
+            ),
+            (
+                "bearer_token: a, authorization: {credentials: b}",
+                format!(
+                    "{key}.authorization: authorization is not compatible with bearer_token & bearer_token_file"
+                ),
+            ),
+            (
+                "bearer_token_file: /a, basic_auth: {username: u}",
+                format!(
+                    "{key}.basic_auth: at most one of basic_auth, bearer_token & bearer_token_file must be configured"
+                ),
+            ),
+            (
+                "basic_auth: {username: u}, authorization: {credentials: b}",
+                format!(
+                    "{key}.authorization: at most one of basic_auth & authorization must be configured"
+                ),
+            ),
+            (
+                "basic_auth: {username: u, username_file: /u}",
+                format!(
+                    "{key}.basic_auth.username_file: at most one of basic_auth username & username_file must be configured"
+                ),
+            ),
+            (
+                "basic_auth: {password: p, password_file: /p}",
+                format!(
+                    "{key}.basic_auth.password_file: at most one of basic_auth password & password_file must be configured"
+                ),
+            ),
+            (
+                "authorization: {credentials: c, credentials_file: /c}",
+                format!(
+                    "{key}.authorization.credentials_file: at most one of authorization credentials & credentials_file must be configured"
+                ),
+            ),
+            (
+                "authorization: {type: ' Basic ', credentials: c}",
+                format!(
+                    "{key}.authorization.type: authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                ),
+            ),
+            (
+                "tls_config: {ca: x, ca_file: /x}",
+                format!("{key}.tls_config.ca_file: at most one of ca & ca_file must be configured"),
+            ),
+            (
+                "tls_config: {cert: x, cert_file: /x, key: k}",
+                format!(
+                    "{key}.tls_config.cert_file: at most one of cert & cert_file must be configured"
+                ),
+            ),
+            (
+                "tls_config: {key: x, key_file: /x, cert: c}",
+                format!(
+                    "{key}.tls_config.key_file: at most one of key & key_file must be configured"
+                ),
+            ),
+            (
+                "tls_config: {cert_file: /c}",
+                format!(
+                    "{key}.tls_config.key: exactly one of key or key_file must be configured when a client certificate is configured"
+                ),
+            ),
+            (
+                "tls_config: {key_file: /k}",
+                format!(
+                    "{key}.tls_config.cert: exactly one of cert or cert_file must be configured when a client key is configured"
+                ),
+            ),
+            (
+                "tls_config: {min_version: TLS13, max_version: TLS12}",
+                format!(
+                    "{key}.tls_config.max_version: tls_config.max_version must be greater than or equal to tls_config.min_version if both are specified"
+                ),
+            ),
+            (
+                "tls_config: {max_version: TLS11}",
+                format!("{key}.tls_config.max_version: TLS versions below TLS12 are not supported"),
+            ),
+            (
+                "proxy_url: 'socks5://p:1080'",
+                format!("{key}.proxy_url: unsupported proxy scheme \"socks5\" (http, https)"),
+            ),
+        ] {
+            assert_eq!(err(job), want, "{job}");
+        }
+        assert!(
+            err("proxy_url: 'not a url'")
+                .starts_with(&format!("{key}.proxy_url: invalid proxy URL"))
+        );
+        // unknown keys and TLS versions are refused when parsing
+        for bad in [
+            "tls_config: {ca_fiel: x}",
+            "tls_config: {min_version: TLS14}",
+            "basic_auth: {user: u}",
+            "authorization: {token: t}",
+        ] {
+            assert!(
+                serde_yaml_ng::from_str::<ScrapeSection>(&format!(
+                    "scrape_configs: [{{job_name: c, {bad}}}]"
+                ))
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
