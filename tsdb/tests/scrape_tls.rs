@@ -367,3 +367,41 @@ scrape_configs:
     assert_up(&t, "mtls");
     scraper.shutdown().await;
 }
+
+/// Serves [`page`] over plain http, plus `/moved` redirecting to `/open`.
+async fn serve_plain() -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/moved",
+            get(|| async { axum::response::Redirect::to("/open") }),
+        )
+        .route("/{kind}", get(page));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_and_proxy_url() {
+    let addr = serve_plain().await;
+    // The proxy is the same server: an absolute-form `GET http://…/open` reaches its `/open`.
+    // The target's address is in TEST-NET-2 (RFC 5737), never reachable but through it.
+    let section: ScrapeSection = serde_yaml_ng::from_str(&format!(
+        "global: {{scrape_interval: 200ms, scrape_timeout: 150ms}}
+scrape_configs:
+- {{job_name: follows, metrics_path: /moved, static_configs: [{{targets: ['{addr}']}}]}}
+- {{job_name: stays, metrics_path: /moved, follow_redirects: false, static_configs: [{{targets: ['{addr}']}}]}}
+- {{job_name: proxied, metrics_path: /open, proxy_url: 'http://{addr}', static_configs: [{{targets: ['198.51.100.1:9']}}]}}
+- {{job_name: http1, metrics_path: /open, enable_http2: false, static_configs: [{{targets: ['{addr}']}}]}}"
+    ))
+    .unwrap();
+    let scraper = Scraper::new(Arc::new(MemTenants::new())).unwrap();
+    scraper.apply(&section, "tsdb.scrape").unwrap();
+    let t = scraped(&scraper, std::time::UNIX_EPOCH).await;
+    for job in ["follows", "proxied", "http1"] {
+        assert_up(&t, job);
+    }
+    assert_down(&t, "stays", "server returned HTTP status 303 See Other");
+    scraper.shutdown().await;
+}

@@ -178,6 +178,10 @@ impl Scraper {
             if loops.contains_key(&key) {
                 continue;
             }
+            // Every job of the section has a client (`clients_for`).
+            let Some(client) = clients.get(&target.job).cloned() else {
+                continue;
+            };
             // A target removed earlier and back before its staleness markers were written:
             // cancel them and carry on with its memory.
             for (k, h) in retiring.iter() {
@@ -210,10 +214,7 @@ impl Scraper {
                 config: cfg.clone(),
                 tenant: section.tenant.clone(),
                 sink: self.sink.clone(),
-                client: match clients.get(&target.job) {
-                    Some(c) => c.clone(),
-                    None => continue,
-                },
+                client,
                 status: self.status.clone(),
                 key,
                 state: state.clone(),

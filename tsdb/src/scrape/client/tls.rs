@@ -162,6 +162,24 @@ fn client_cert(
     Ok((chain, key))
 }
 
+/// The protocol versions offered: `min_version` (TLS 1.2 by default) to `max_version` (TLS 1.3
+/// by default); TLS10/TLS11 as a minimum mean TLS 1.2, nothing older is spoken.
+fn versions(cfg: &TlsConfig) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let min = cfg
+        .min_version
+        .unwrap_or(TlsVersion::Tls12)
+        .max(TlsVersion::Tls12);
+    let max = cfg.max_version.unwrap_or(TlsVersion::Tls13);
+    [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| *v >= min && *v <= max)
+    .map(|(_, p)| p)
+    .collect()
+}
+
 /// Builds the TLS client configuration of a job from `cfg` and its read `m`aterial.
 pub(super) fn client_config(
     cfg: &TlsConfig,
@@ -169,19 +187,8 @@ pub(super) fn client_config(
     http2: bool,
 ) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let min = cfg.min_version.unwrap_or(TlsVersion::Tls12);
-    let max = cfg.max_version.unwrap_or(TlsVersion::Tls13);
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (TlsVersion::Tls12, &rustls::version::TLS12),
-        (TlsVersion::Tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    // TLS10/TLS11 as a minimum mean "TLS 1.2 and up": nothing older is spoken.
-    .filter(|(v, _)| *v >= min.max(TlsVersion::Tls12) && *v <= max)
-    .map(|(_, p)| p)
-    .collect();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(&versions(cfg))
         .map_err(|e| err("min_version", format!("unusable TLS versions: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = if cfg.insecure_skip_verify {
         Arc::new(AcceptAny(provider.clone()))
@@ -321,5 +328,48 @@ impl ServerCertVerifier for AcceptAny {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::ProtocolVersion;
+
+    use super::*;
+
+    fn offered(cfg: &TlsConfig) -> Vec<ProtocolVersion> {
+        versions(cfg).iter().map(|v| v.version).collect()
+    }
+
+    #[test]
+    fn versions_and_alpn_follow_the_settings() {
+        use ProtocolVersion::{TLSv1_2, TLSv1_3};
+        let m = Material::default();
+        let mut cfg = TlsConfig::default();
+        assert_eq!(offered(&cfg), vec![TLSv1_2, TLSv1_3]);
+        let c = client_config(&cfg, &m, true).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let c = client_config(&cfg, &m, false).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+
+        cfg.min_version = Some(TlsVersion::Tls13);
+        assert_eq!(offered(&cfg), vec![TLSv1_3]);
+        client_config(&cfg, &m, true).unwrap();
+        // TLS10 as a minimum is TLS 1.2 (nothing older is spoken); TLS12 as a maximum
+        cfg.min_version = Some(TlsVersion::Tls10);
+        cfg.max_version = Some(TlsVersion::Tls12);
+        assert_eq!(offered(&cfg), vec![TLSv1_2]);
+        client_config(&cfg, &m, true).unwrap();
+    }
+
+    #[test]
+    fn material_debug_hides_the_key() {
+        let m = Material {
+            ca: None,
+            cert: Some(b"cert".to_vec()),
+            key: Some(b"very secret".to_vec()),
+        };
+        let s = format!("{m:?}");
+        assert!(!s.contains("very") && s.contains("<secret>"), "{s}");
     }
 }
