@@ -18,11 +18,14 @@ use crate::labels::Labels;
 /// by a binary operator below it) is emptied rather than grown.
 const MAX_MISSING: usize = 50_000;
 
+/// A memo entry: the source label set, its derived key, the number derived alongside.
+type Entry = (Arc<Labels>, Arc<Labels>, Option<f64>);
+
 /// Derived grouping keys of label sets, by the label set's address.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMemo {
     /// Holds the source label set, so that its address is not reused while the entry lives.
-    by_ptr: FxHashMap<usize, (Arc<Labels>, Arc<Labels>, Option<f64>)>,
+    by_ptr: FxHashMap<usize, Entry>,
     interned: HashMap<Labels, Arc<Labels>>,
     hits: usize,
     misses: usize,

@@ -313,7 +313,7 @@ impl Evaluator<'_> {
             .bucket_groups(v, args[2])
             .into_iter()
             .map(|(labels, buckets)| Sample {
-                labels: labels.into(),
+                labels,
                 v: bucket_fraction(lower, upper, buckets),
                 drop_name: true,
             })
