@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Path as UrlPath;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rustls::pki_types::pem::PemObject;
@@ -96,8 +96,9 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// `/open` answers anyone; `/basic` wants `user:pass`; `/bearer` wants `Bearer tok-1`.
-async fn page(UrlPath(kind): UrlPath<String>, headers: HeaderMap) -> Response {
+/// `/open` answers anyone; `/basic` wants `user:pass`; `/bearer` wants `Bearer tok-1`; `/h2`
+/// and `/h1` want HTTP/2 and HTTP/1.1.
+async fn page(UrlPath(kind): UrlPath<String>, version: Version, headers: HeaderMap) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap().to_string());
@@ -106,6 +107,8 @@ async fn page(UrlPath(kind): UrlPath<String>, headers: HeaderMap) -> Response {
         // base64("user:pass")
         "basic" => auth.as_deref() == Some("Basic dXNlcjpwYXNz"),
         "bearer" => auth.as_deref() == Some("Bearer tok-1"),
+        "h2" => version == Version::HTTP_2,
+        "h1" => version == Version::HTTP_11,
         _ => false,
     };
     if !ok {
@@ -145,7 +148,7 @@ async fn serve(cert: &str, key: &str, client_ca: Option<&str>) -> SocketAddr {
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let listener = TlsListener {
@@ -244,6 +247,8 @@ async fn https_targets_with_ca_server_name_and_credentials() {
             "{{job_name: bearer_legacy, metrics_path: /bearer, {ca}, bearer_token: tok-1, {localhost}}}"
         ),
         format!("{{job_name: no_credentials, metrics_path: /bearer, {ca}, {localhost}}}"),
+        format!("{{job_name: http2, metrics_path: /h2, {ca}, {localhost}}}"),
+        format!("{{job_name: http1, metrics_path: /h1, enable_http2: false, {ca}, {localhost}}}"),
     ];
     let section: ScrapeSection = serde_yaml_ng::from_str(&format!(
         "global: {{scrape_interval: 200ms, scrape_timeout: 150ms}}\nscrape_configs:\n{}",
@@ -274,6 +279,8 @@ async fn https_targets_with_ca_server_name_and_credentials() {
         "basic",
         "bearer_file",
         "bearer_legacy",
+        "http2",
+        "http1",
     ] {
         assert_up(&t, job);
     }
