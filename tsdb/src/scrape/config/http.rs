@@ -44,9 +44,27 @@ impl Serialize for Secret {
     }
 }
 
+/// A string, or a number written as YAML reads it (`password: 123456`, which Prometheus's
+/// YAML decoder also takes as a string).
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
-        String::deserialize(d).map(Secret)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -375,6 +393,18 @@ mod tests {
         // the validation message names the keys, not the values
         let e = s.validate("tsdb.scrape").unwrap_err();
         assert!(!e.contains("tok1") && !e.contains("pw2"), "{e}");
+        // a numeric password is a string, as in Prometheus
+        let s =
+            section("scrape_configs: [{job_name: a, basic_auth: {username: u, password: 123456}}]");
+        let b = s.scrape_configs[0].basic_auth.as_ref().unwrap();
+        assert_eq!(b.password.expose(), "123456");
+        // the error of a wrong type does not echo the value
+        let e = serde_yaml_ng::from_str::<ScrapeSection>(
+            "scrape_configs: [{job_name: a, bearer_token: [hidden1]}]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("hidden1"), "{e}");
     }
 
     #[test]
