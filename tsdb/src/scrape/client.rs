@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::redirect::Policy;
 
-use super::config::{Authorization, BasicAuth, ScrapeConfig, TlsConfig};
+use super::config::{Authorization, BasicAuth, ProxyUrl, ScrapeConfig, TlsConfig};
 
 /// The HTTP settings of a job: a different value needs a different client.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,7 +24,7 @@ struct Settings {
     authorization: Option<Authorization>,
     follow_redirects: bool,
     enable_http2: bool,
-    proxy_url: Option<String>,
+    proxy_url: Option<ProxyUrl>,
 }
 
 impl Settings {
@@ -85,7 +85,7 @@ fn build(s: &Settings, m: &tls::Material) -> Result<reqwest::Client, BuildError>
             Policy::none()
         });
     b = match &s.proxy_url {
-        Some(url) => b.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| BuildError {
+        Some(url) => b.proxy(reqwest::Proxy::all(url.expose()).map_err(|e| BuildError {
             field: "proxy_url".to_string(),
             message: format!("invalid proxy URL: {}", super::http::error_chain(&e)),
         })?),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::relabel::{RelabelConfig, is_valid_label_name, validate_all};
 
-pub use http::{Authorization, BasicAuth, Secret, TlsConfig, TlsVersion};
+pub use http::{Authorization, BasicAuth, ProxyUrl, Secret, TlsConfig, TlsVersion};
 
 /// The scrape section: defaults, the tenant scraped series are stored under, and the jobs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,7 +114,7 @@ pub struct ScrapeConfig {
     /// An HTTP(S) proxy for every request of the job; no proxy when unset (the environment's
     /// `HTTP_PROXY` is not used).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_url: Option<String>,
+    pub proxy_url: Option<ProxyUrl>,
 }
 
 impl Default for ScrapeConfig {

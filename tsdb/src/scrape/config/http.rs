@@ -68,6 +68,53 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `proxy_url`: shown (`Debug`, serialization) with its password replaced by `xxxxx`, as
+/// Prometheus shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProxyUrl(String);
+
+impl ProxyUrl {
+    pub fn new(s: impl Into<String>) -> ProxyUrl {
+        ProxyUrl(s.into())
+    }
+
+    /// The URL itself, credentials included, for the client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> String {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                // Ignored error: only URLs that cannot have a password refuse one.
+                let _ = u.set_password(Some("xxxxx"));
+                u.to_string()
+            }
+            Ok(_) => self.0.clone(),
+            Err(_) => "<invalid URL>".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for ProxyUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ProxyUrl, D::Error> {
+        String::deserialize(d).map(ProxyUrl)
+    }
+}
+
 /// A TLS protocol version as Prometheus names it (`TLS10` … `TLS13`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TlsVersion {
@@ -286,7 +333,7 @@ impl ScrapeConfig {
         }
         self.tls_config.validate(&format!("{key}.tls_config"))?;
         if let Some(p) = &self.proxy_url {
-            let url = reqwest::Url::parse(p)
+            let url = reqwest::Url::parse(p.expose())
                 .map_err(|e| format!("{key}.proxy_url: invalid proxy URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
@@ -390,6 +437,9 @@ mod tests {
             assert!(shown.contains("<secret>"));
         }
         assert_eq!(c.bearer_token.expose(), "tok1");
+        let p = super::ProxyUrl::new("http://u:pw9@proxy:3128/");
+        assert_eq!(format!("{p:?}"), "\"http://u:xxxxx@proxy:3128/\"");
+        assert_eq!(p.expose(), "http://u:pw9@proxy:3128/");
         // the validation message names the keys, not the values
         let e = s.validate("tsdb.scrape").unwrap_err();
         assert!(!e.contains("tok1") && !e.contains("pw2"), "{e}");
