@@ -1,6 +1,8 @@
 //! The `sextant` binary: command line, configuration and wiring. No business logic lives here;
 //! each component is a library crate that this file starts and stops.
 
+mod agent;
+mod collector_cmd;
 mod config;
 mod server;
 
@@ -33,6 +35,12 @@ enum Command {
     /// Needs no other service: the bus is an embedded log under the data directory, and one HTTP
     /// port serves every API. Prints the address it bound on standard output.
     Run(RunArgs),
+    /// Runs only the node agent, shipping to Kafka through an on-disk spool.
+    ///
+    /// Collects cgroup metrics and access logs as the `collector` section says and sends them to
+    /// the brokers of `--kafka` (or bus.kafka); while they are unreachable the spool keeps
+    /// accepting, up to bus.kafka.spool.max_bytes. Serves only /metrics, /-/healthy and /-/ready.
+    Collector(collector_cmd::CollectorArgs),
     /// Prints or checks configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Collector(args) => collector_cmd::main(args),
         Command::Run(args) => {
             let mut config = match load_config(args.config.as_deref()) {
                 Ok(c) => c,
@@ -172,22 +181,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut api = tsdb::api::ApiState::new(tenants.clone(), config.tsdb.api.clone(), started)
         .with_storage_retention(humantime::format_duration(config.tsdb.retention.time).to_string())
         .with_scraper(scraper.clone());
-    // The collector's scrape jobs ship through the bus, as a standalone collector's would;
-    // /api/v1/targets lists them beside the server's.
-    let collector_scraper = if config.collector.enabled {
-        let producer = bus
-            .producer()
-            .context("a bus producer for scrape targets")?;
-        let s = Arc::new(
-            collector::scrape_targets(&config.collector.scrape, producer)
-                .context("starting the collector's scrape jobs")?,
-        );
-        api = api.with_scraper(s.clone());
-        Some(s)
-    } else {
-        None
-    };
-
     // Background work stops when `stop` turns true, after the HTTP server has drained.
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -199,25 +192,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (tenants, stopped) = (tenants.clone(), stopped.clone());
         async move { tsdb::ingest::run(consumer, tenants, stopped).await }
     });
-    if config.collector.enabled {
-        let sink = Arc::new(collector::BusSink::new(
-            bus.producer().context("a bus producer for the collector")?,
-            config.collector.tenant.clone(),
-        ));
-        let node = collector::cgroup_collector(&config.collector, sink)
-            .context("starting the collector")?;
-        tasks.spawn(node.run(stopping(stopped.clone())));
-        if !config.collector.access_log.sources.is_empty() {
-            let pipeline = collector::accesslog::AccessLog::open(
-                &config.collector.access_log,
-                data_dir,
-                SystemTime::now(),
-            )
-            .context("opening the access-log pipeline")?;
-            let producer = bus.producer().context("a bus producer for access logs")?;
-            tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
-        }
-    }
+    // The node agent ships through the bus, as a standalone collector would; /api/v1/targets
+    // lists its scrape jobs beside the server's.
+    let agent = if config.collector.enabled {
+        let agent = agent::Agent::start(&config, data_dir, bus.as_ref(), &stopped, &mut tasks)?;
+        api = api.with_scraper(agent.scraper.clone());
+        Some(agent)
+    } else {
+        None
+    };
 
     let readiness = Readiness::default();
     let app = server::router(readiness.clone(), tsdb::api::router(api));
@@ -248,8 +231,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let _ = stop.send(true);
     scraper.shutdown().await;
-    if let Some(s) = &collector_scraper {
-        s.shutdown().await;
+    if let Some(a) = &agent {
+        a.shutdown().await;
     }
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {

@@ -25,8 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::offsets::{OffsetStore, Positions};
+pub(crate) use self::segment::encoded_len as record_bytes;
 use self::segment::{MAX_RECORD_BYTES, SegmentMeta, SegmentReader, recover};
 use self::writer::{Command, TopicShared, TopicWriter};
+pub(crate) use self::writer::{Policy, Retention};
 use crate::metrics::{COMMITS, CONSUMER_LAG, count_consumed};
 use crate::{Bus, Consumer, Delivery, Error, Producer, Record, Result, Topic, check_group};
 
@@ -88,6 +90,8 @@ struct Inner {
     tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     members: Mutex<HashSet<String>>,
+    /// The `bus` label of this log's metrics (`embedded`, or `spool` for the Kafka spool).
+    kind: &'static str,
     /// Held (locked) for the life of the bus so that a second process cannot open the same log.
     _lock: File,
 }
@@ -96,6 +100,15 @@ impl EmbeddedBus {
     /// Opens the bus in `dir`, creating it if needed and recovering from a crash if there was one.
     pub fn open(dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedBus> {
         config.validate().map_err(Error::Config)?;
+        EmbeddedBus::open_with(dir, config, Policy::default())
+    }
+
+    /// Opens the log with a retention policy and metric label of its own (the spool's).
+    pub(crate) fn open_with(
+        dir: &Path,
+        config: EmbeddedConfig,
+        policy: Policy,
+    ) -> Result<EmbeddedBus> {
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let lock_path = dir.join("LOCK");
         let lock = File::create(&lock_path).map_err(Error::io(&lock_path))?;
@@ -130,7 +143,7 @@ impl EmbeddedBus {
             let offsets = offsets.clone();
             std::thread::Builder::new()
                 .name("bus-writer".to_owned())
-                .spawn(move || writer::run(rx, writers, config, offsets))
+                .spawn(move || writer::run(rx, writers, config, offsets, policy))
                 .map_err(Error::io(dir))?
         };
         // Housekeeping ticks for an idle bus; the thread ends once the bus is closed or dropped.
@@ -156,6 +169,7 @@ impl EmbeddedBus {
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 members: Mutex::new(HashSet::new()),
+                kind: policy.kind,
                 _lock: lock,
             }),
         })
@@ -203,6 +217,32 @@ impl EmbeddedBus {
     /// Where the bus keeps its files.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Bytes of every topic's segment files (durable records; deleted segments excluded).
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.inner
+            .topics
+            .values()
+            .flat_map(|t| t.segments())
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// Records of `topic` that `group` has not committed.
+    pub(crate) fn backlog(&self, group: &str, topic: Topic) -> u64 {
+        let shared = &self.inner.topics[&topic];
+        let first = shared.segments().first().map_or(0, |s| s.base);
+        let committed = self.inner.offsets.get(group, topic).unwrap_or(first);
+        (*shared.durable_end.borrow()).saturating_sub(committed)
+    }
+
+    /// Asks the writer to apply retention now (it also does on every segment roll and every
+    /// [`writer::RETENTION_EVERY`]). Returns without waiting.
+    pub(crate) fn maintain(&self) {
+        if let Some(tx) = lock(&self.inner.tx).as_ref() {
+            let _ = tx.try_send(Command::Maintain);
+        }
     }
 }
 
@@ -421,7 +461,7 @@ impl Consumer for EmbeddedConsumer {
                 self.next_cursor = start + 1;
                 let out = out?;
                 if !out.is_empty() {
-                    count_consumed("embedded", &self.group, &out);
+                    count_consumed(self.inner.kind, &self.group, &out);
                     return Ok(out);
                 }
             }
@@ -464,7 +504,7 @@ impl Consumer for EmbeddedConsumer {
             .and_then(|r| r);
         let outcome = if result.is_ok() { "ok" } else { "error" };
         COMMITS
-            .with_label_values(&["embedded", &self.group, outcome])
+            .with_label_values(&[self.inner.kind, &self.group, outcome])
             .inc();
         result?;
         for c in &mut self.cursors {

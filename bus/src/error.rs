@@ -31,6 +31,14 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "the spool is full ({used} of {limit} bytes) and did not drain within {waited:?}: the broker is unreachable or slower than the producers"
+    )]
+    SpoolFull {
+        used: u64,
+        limit: u64,
+        waited: std::time::Duration,
+    },
     #[error("record of {size} bytes exceeds the limit of {limit} bytes")]
     RecordTooLarge { size: usize, limit: usize },
 }
@@ -39,6 +47,27 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether sending the same records again can never succeed: the broker refuses the records
+    /// themselves (too large, invalid), as opposed to an outage or a time-out.
+    pub fn is_permanent(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let code = match self {
+            Error::RecordTooLarge { .. } => return true,
+            Error::Kafka(e) | Error::KafkaContext { source: e, .. } => e.rdkafka_error_code(),
+            _ => return false,
+        };
+        matches!(
+            code,
+            Some(
+                Code::InvalidMessage
+                    | Code::InvalidMessageSize
+                    | Code::MessageSizeTooLarge
+                    | Code::MessageBatchTooLarge
+                    | Code::InvalidRecord
+            )
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

@@ -74,6 +74,9 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// Further librdkafka properties for every client (security, tuning), passed through as is.
     pub properties: BTreeMap<String, String>,
+    /// The on-disk spool in front of the producer, so that producers keep being acknowledged
+    /// while the brokers are unreachable.
+    pub spool: crate::spool::SpoolConfig,
 }
 
 impl Default for KafkaConfig {
@@ -89,6 +92,7 @@ impl Default for KafkaConfig {
             message_timeout: Duration::from_secs(300),
             client_id: "sextant".to_owned(),
             properties: BTreeMap::new(),
+            spool: crate::spool::SpoolConfig::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ impl KafkaConfig {
         if self.message_timeout < Duration::from_secs(1) {
             return Err("bus.kafka.message_timeout: must be at least 1s".to_owned());
         }
-        Ok(())
+        self.spool.validate()
     }
 
     /// A client config with `settings` (Sextant's choices for this kind of client), then the
@@ -170,6 +174,17 @@ impl std::fmt::Debug for KafkaBus {
 impl KafkaBus {
     /// Creates the producer and, if configured, the topics.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
+        let bus = KafkaBus::new(config)?;
+        if bus.config.create_topics {
+            bus.ensure_topics().await?;
+        }
+        tracing::info!(brokers = %bus.config.brokers, "kafka bus connected");
+        Ok(bus)
+    }
+
+    /// Creates the producer without contacting a broker (librdkafka connects in the background);
+    /// topics are not created.
+    pub fn new(config: KafkaConfig) -> Result<KafkaBus> {
         config.validate().map_err(Error::Config)?;
         let producer: FutureProducer = config
             .client_config(&[
@@ -185,19 +200,31 @@ impl KafkaBus {
             ])
             .create()
             .map_err(ctx("creating the producer"))?;
-        let bus = KafkaBus {
+        Ok(KafkaBus {
             config,
             producer,
             closed: Arc::new(AtomicBool::new(false)),
-        };
-        if bus.config.create_topics {
-            bus.ensure_topics().await?;
-        }
-        tracing::info!(brokers = %bus.config.brokers, "kafka bus connected");
-        Ok(bus)
+        })
     }
 
-    async fn ensure_topics(&self) -> Result<()> {
+    /// Refuses further sends and waits up to `timeout` for the records in flight (all of them
+    /// with [`Bus::close`], which waits up to `message_timeout`).
+    pub async fn close_within(&self, timeout: Duration) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(ctx("flushing the producer"))
+    }
+
+    /// The bus's settings.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Creates the topics that do not exist yet.
+    pub async fn ensure_topics(&self) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .config
             .client_config(&[])
@@ -412,6 +439,19 @@ impl std::fmt::Debug for KafkaConsumer {
     }
 }
 
+/// Whether a consumer error only reports that brokers are unreachable (librdkafka keeps
+/// reconnecting on its own).
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
 /// How long `poll` keeps gathering once a first record arrived.
 const GATHER: Duration = Duration::from_millis(2);
 
@@ -420,10 +460,19 @@ impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
         let mut wait = timeout;
+        let mut transient = 0u64;
         while out.len() < max {
             let message = match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Err(_elapsed) => break,
-                Ok(m) => m.map_err(ctx("receiving"))?,
+                Ok(Ok(m)) => m,
+                // librdkafka reconnects by itself; these errors only report the outage, and one
+                // is queued per attempt: skipping them keeps a returning broker's records from
+                // waiting behind a backlog of stale reports.
+                Ok(Err(e)) if is_transient(&e) => {
+                    transient += 1;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(ctx("receiving")(e)),
             };
             wait = GATHER;
             let Some(topic) = self.names.get(message.topic()).copied() else {
@@ -447,6 +496,9 @@ impl Consumer for KafkaConsumer {
                     .map(Bytes::copy_from_slice)
                     .unwrap_or_default(),
             });
+        }
+        if transient > 0 {
+            tracing::debug!(group = %self.group, transient, "kafka consumer reported broker connection errors; librdkafka reconnects");
         }
         count_consumed("kafka", &self.group, &out);
         Ok(out)
@@ -474,5 +526,36 @@ impl Consumer for KafkaConsumer {
         // whoever owns them now: at least once.
         self.pending.clear();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_outages_are_transient_for_consumers_other_errors_are_not() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(is_transient(&KafkaError::MessageConsumption(code)));
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
+        assert!(!is_transient(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn spool_settings_are_validated_under_bus_kafka() {
+        let mut c = KafkaConfig::default();
+        assert!(c.spool.enabled);
+        c.spool.max_bytes = bytesize::ByteSize::b(1);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("bus.kafka.spool.max_bytes")
+        );
     }
 }

@@ -11,7 +11,9 @@
 //!   CRC-checked, group-committed log under the data dir, so that nothing it acknowledged is lost
 //!   to `kill -9`.
 //! - [`kafka::KafkaBus`]: Kafka through `rdkafka` (idempotent producer, `acks=all`, compression,
-//!   consumer groups with explicitly committed offsets).
+//!   consumer groups with explicitly committed offsets), by default behind a
+//!   [`spool::SpooledBus`]: producers are acknowledged once their records are in a bounded
+//!   on-disk spool, which drains to Kafka in order and keeps accepting while brokers are down.
 //!
 //! Payloads are protobuf messages from [`proto`]; [`proto`] also holds the partition keys that keep
 //! one series, log stream or trace on one partition.
@@ -33,6 +35,7 @@ mod error;
 pub mod kafka;
 mod metrics;
 pub mod proto;
+pub mod spool;
 
 pub use error::{Error, Result};
 
@@ -189,12 +192,17 @@ impl BusConfig {
     }
 }
 
-/// Opens the configured bus. The embedded bus keeps its log in `data_dir/bus`.
+/// Opens the configured bus. The embedded bus keeps its log in `data_dir/bus`; Kafka with the
+/// spool on keeps the spool in `data_dir/spool` and needs no reachable broker to open.
 pub async fn open(config: &BusConfig, data_dir: &Path) -> Result<Arc<dyn Bus>> {
     match config.choice() {
         BusChoice::Embedded(c) => Ok(Arc::new(embedded::EmbeddedBus::open(
             &data_dir.join("bus"),
             c,
+        )?)),
+        BusChoice::Kafka(c) if c.spool.enabled => Ok(Arc::new(spool::SpooledBus::open(
+            c,
+            &data_dir.join("spool"),
         )?)),
         BusChoice::Kafka(c) => Ok(Arc::new(kafka::KafkaBus::connect(c).await?)),
     }

@@ -106,3 +106,68 @@ pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("registering sextant_bus_group_commit_seconds: {e}"))
 });
+
+pub(crate) static SPOOL_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "sextant_bus_spool_bytes",
+        "Bytes on disk of the spool in front of Kafka (records not yet drained, and drained ones in segments not yet deleted)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_bus_spool_bytes: {e}"))
+});
+
+pub(crate) static SPOOL_RECORDS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "sextant_bus_spool_records",
+        "Records in the spool not yet acknowledged by the broker.",
+        &["topic"],
+    )
+});
+
+pub(crate) static SPOOL_OLDEST_AGE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    prometheus::register_gauge_vec!(
+        "sextant_bus_spool_oldest_age_seconds",
+        "Age of the oldest record in the spool not yet acknowledged by the broker (0 when drained): the shipping lag.",
+        &["topic"]
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_bus_spool_oldest_age_seconds: {e}"))
+});
+
+pub(crate) static SPOOL_DRAINED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_drained_records_total",
+        "Records the spool's drain sent to the broker (acknowledged).",
+        &["topic"],
+    )
+});
+
+pub(crate) static SPOOL_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_send_retries_total",
+        "Failed sends of a drained batch to the broker (each is retried with back-off).",
+        &["topic"],
+    )
+});
+
+pub(crate) static SPOOL_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_rejected_records_total",
+        "Records refused because the spool stayed full for bus.kafka.spool.full_wait (the sender was told).",
+        &["topic"],
+    )
+});
+
+pub(crate) static SPOOL_FULL_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_full_waits_total",
+        "Sends that had to wait for room in a full spool (backpressure).",
+        &["topic"],
+    )
+});
+
+pub(crate) static SPOOL_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_bus_spool_dropped_records_total",
+        "Spooled records the brokers refused for good (too large, invalid), dropped after an error log.",
+        &["topic"],
+    )
+});

@@ -106,12 +106,22 @@ impl Sextant {
     /// Starts `sextant run --listen 127.0.0.1:0 --data-dir DIR` plus `extra` arguments and waits
     /// for the address it prints.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Sextant> {
+        Sextant::start_command("run", data_dir, extra)
+    }
+
+    /// Starts `sextant collector --listen 127.0.0.1:0 --data-dir DIR` plus `extra` arguments (e.g.
+    /// `--kafka BROKERS`) and waits for the address it prints.
+    pub fn start_collector(data_dir: &Path, extra: &[&str]) -> Result<Sextant> {
+        Sextant::start_command("collector", data_dir, extra)
+    }
+
+    fn start_command(command: &str, data_dir: &Path, extra: &[&str]) -> Result<Sextant> {
         let bin = workspace_bin("sextant")?;
         let stderr_path = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_path)?;
         let started = Instant::now();
         let mut child = Command::new(bin)
-            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())

@@ -11,6 +11,7 @@ mod functions;
 mod heap;
 mod literals;
 mod memo;
+mod steps;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};

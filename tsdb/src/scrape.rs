@@ -8,6 +8,8 @@
 //! - [`target`]: target labels (`PopulateLabels`), URLs and the `/api/v1/targets` snapshot.
 //! - [`cycle`]: one scrape's pure logic, time passed in (testable without sleeping).
 //! - [`http`]: fetching a page as Prometheus does (Accept, timeout header, gzip, size limit).
+//! - [`client`]: one HTTP client per job: `scheme: https`, `tls_config`, `basic_auth`,
+//!   `authorization`, `proxy_url`…, with credential and TLS files re-read on every scrape.
 //! - [`manager`]: the [`Scraper`] running a task per target and applying configuration changes.
 //! - [`sink`]: where each scrape's batch goes (the store or the bus), and why the bus sink
 //!   lives in this crate.
@@ -31,6 +33,7 @@
 //! reload (inside the tokio runtime), [`Scraper::targets`] for `/api/v1/targets`,
 //! [`Scraper::shutdown`] when the process stops.
 
+pub mod client;
 pub mod config;
 pub mod cycle;
 pub mod http;
@@ -41,6 +44,7 @@ pub mod target;
 
 use std::time::Duration;
 
+pub use client::JobClient;
 pub use config::{GlobalConfig, ScrapeConfig, ScrapeSection, StaticConfig};
 pub use cycle::{ScrapeOutput, ScrapeReport, ScrapeRules, ScrapeState};
 pub use manager::Scraper;
@@ -53,9 +57,6 @@ pub enum ScrapeError {
     /// The configuration does not validate (the message starts with the dotted key).
     #[error("{0}")]
     Config(String),
-    /// The HTTP client could not be built.
-    #[error("scrape http client: {0}")]
-    Client(String),
     /// Scrape loops need a tokio runtime.
     #[error("the scrape loop must be started inside a tokio runtime")]
     NoRuntime,

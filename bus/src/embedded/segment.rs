@@ -58,7 +58,6 @@ pub(crate) fn encode(
 }
 
 /// The encoded size of a record.
-#[cfg(test)]
 pub(crate) fn encoded_len(key: &[u8], payload: &[u8]) -> usize {
     HEADER_BYTES + BODY_FIXED_BYTES + key.len() + payload.len()
 }

@@ -275,3 +275,53 @@ async fn retention_by_age_deletes_old_closed_segments() {
     assert_eq!(after[0].base, before.last().unwrap().base);
     assert_eq!(segment::list_segments(&tdir).unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn committed_retention_keeps_what_any_group_has_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        segment_bytes: ByteSize::kib(4),
+        retention_bytes: ByteSize::kib(4),
+        ..EmbeddedConfig::default()
+    };
+    let policy = Policy {
+        kind: "spool",
+        retention: Retention::Committed,
+    };
+    let bus = EmbeddedBus::open_with(dir.path(), config, policy).unwrap();
+    let p = bus.producer().unwrap();
+    for i in 0..40 {
+        p.send(Topic::Logs, (i * 10..i * 10 + 10).map(rec).collect())
+            .await
+            .unwrap();
+    }
+    let segments = || bus.inner.topics[&Topic::Logs].segments();
+    let before = segments();
+    assert!(before.len() > 5);
+    // Far over retention_bytes, but no group committed: nothing goes.
+    bus.maintain();
+    p.flush().await.unwrap();
+    assert_eq!(segments()[0].base, 0);
+
+    // Two groups: segments go only once both are past them.
+    let mut fast = bus.embedded_consumer("fast", &[Topic::Logs]).unwrap();
+    let mut slow = bus.embedded_consumer("slow", &[Topic::Logs]).unwrap();
+    assert_eq!(drain(&mut fast).await.len(), 400);
+    fast.commit().await.unwrap();
+    slow.poll(before[2].base as usize, Duration::from_secs(1))
+        .await
+        .unwrap();
+    slow.commit().await.unwrap();
+    bus.maintain();
+    p.flush().await.unwrap();
+    assert_eq!(
+        segments()[0].base,
+        before[2].base,
+        "the slow group's records"
+    );
+    assert_eq!(drain(&mut slow).await.len() as u64, 400 - before[2].base);
+    slow.commit().await.unwrap();
+    bus.maintain();
+    p.flush().await.unwrap();
+    assert_eq!(segments().len(), 1, "only the active segment is left");
+}

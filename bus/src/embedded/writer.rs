@@ -27,6 +27,35 @@ const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 /// How often retention runs when no segment rolls (the bus sends itself `Maintain` as often).
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
+/// How a log deletes old segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retention {
+    /// By age and size (`retention`, `retention_bytes`), counting what groups had not committed:
+    /// the embedded bus.
+    AgeAndSize,
+    /// A closed segment is deleted once every group with a committed position on its topic is
+    /// past its last record, and never before: the spool, whose size is bounded by refusing
+    /// appends instead.
+    Committed,
+}
+
+/// What distinguishes one use of the log from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// The `bus` label of the log's metrics.
+    pub(crate) kind: &'static str,
+    pub(crate) retention: Retention,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            kind: "embedded",
+            retention: Retention::AgeAndSize,
+        }
+    }
+}
+
 /// What the writer is asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -39,7 +68,8 @@ pub(crate) enum Command {
     Flush { ack: oneshot::Sender<Result<()>> },
     /// Makes everything durable, acknowledges, and stops the writer.
     Close { ack: oneshot::Sender<Result<()>> },
-    /// Periodic housekeeping (age-based retention on an idle bus).
+    /// Housekeeping: applies retention now (periodically on an idle bus, and after the spool's
+    /// drain committed).
     Maintain,
 }
 
@@ -183,18 +213,30 @@ impl TopicWriter {
         r
     }
 
-    /// Deletes closed segments past the age or size limit, oldest first.
-    fn apply_retention(&self, config: &EmbeddedConfig, offsets: &OffsetStore) {
+    /// Deletes closed segments, oldest first: past the age or size limit, or (the spool) once
+    /// committed by every group.
+    fn apply_retention(&self, config: &EmbeddedConfig, offsets: &OffsetStore, policy: Policy) {
         let now = SystemTime::now();
         let segs = self.shared.segments();
         let mut total: u64 = segs.iter().map(|s| s.bytes).sum();
         let mut deleted = 0;
+        let committed_by_all = offsets
+            .all_for(self.shared.topic)
+            .into_iter()
+            .map(|(_, o)| o)
+            .min()
+            .unwrap_or(0);
         for (i, seg) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
-            let too_old = now
-                .duration_since(seg.modified)
-                .is_ok_and(|age| age > config.retention);
-            let too_big = total > config.retention_bytes.as_u64();
-            if !too_old && !too_big {
+            let expired = match policy.retention {
+                Retention::AgeAndSize => {
+                    let too_old = now
+                        .duration_since(seg.modified)
+                        .is_ok_and(|age| age > config.retention);
+                    too_old || total > config.retention_bytes.as_u64()
+                }
+                Retention::Committed => segs[i + 1].base <= committed_by_all,
+            };
+            if !expired {
                 break;
             }
             let path = segment_path(&self.shared.dir, seg.base);
@@ -203,7 +245,11 @@ impl TopicWriter {
                 break;
             }
             let end = segs[i + 1].base;
-            for (group, committed) in offsets.all_for(self.shared.topic) {
+            let groups = match policy.retention {
+                Retention::AgeAndSize => offsets.all_for(self.shared.topic),
+                Retention::Committed => Vec::new(),
+            };
+            for (group, committed) in groups {
                 if committed < end {
                     let lost = end - committed.max(seg.base);
                     EXPIRED_UNCONSUMED
@@ -223,9 +269,11 @@ impl TopicWriter {
                 tracing::warn!(error = %e, "cannot sync bus directory after retention");
             }
         }
-        LOG_BYTES
-            .with_label_values(&[self.shared.topic.name()])
-            .set(total as i64);
+        if policy.retention == Retention::AgeAndSize {
+            LOG_BYTES
+                .with_label_values(&[self.shared.topic.name()])
+                .set(total as i64);
+        }
     }
 }
 
@@ -235,12 +283,14 @@ pub(crate) fn run(
     mut topics: BTreeMap<Topic, TopicWriter>,
     config: EmbeddedConfig,
     offsets: Arc<OffsetStore>,
+    policy: Policy,
 ) {
+    let kind = policy.kind;
     let segment_bytes = config.segment_bytes.as_u64();
     let mut poisoned: Option<String> = None;
     let mut last_retention = Instant::now();
     for w in topics.values() {
-        w.apply_retention(&config, &offsets);
+        w.apply_retention(&config, &offsets, policy);
     }
     while let Some(first) = rx.blocking_recv() {
         let mut commands = vec![first];
@@ -254,6 +304,7 @@ pub(crate) fn run(
         let mut acks: Vec<oneshot::Sender<Result<()>>> = Vec::new();
         let mut close_ack = None;
         let mut rolled = false;
+        let mut maintain = false;
         for command in commands {
             match command {
                 Command::Append {
@@ -281,7 +332,7 @@ pub(crate) fn run(
                     }
                 }
                 Command::Flush { ack } => acks.push(ack),
-                Command::Maintain => {}
+                Command::Maintain => maintain = true,
                 Command::Close { ack } => close_ack = Some(ack),
             }
             if close_ack.is_some() {
@@ -308,21 +359,21 @@ pub(crate) fn run(
             let name = w.shared.topic.name();
             if failure.is_some() {
                 if records > 0 {
-                    PRODUCE_ERRORS.with_label_values(&["embedded", name]).inc();
+                    PRODUCE_ERRORS.with_label_values(&[kind, name]).inc();
                 }
             } else {
                 PRODUCED_RECORDS
-                    .with_label_values(&["embedded", name])
+                    .with_label_values(&[kind, name])
                     .inc_by(records);
                 PRODUCED_BYTES
-                    .with_label_values(&["embedded", name])
+                    .with_label_values(&[kind, name])
                     .inc_by(bytes);
             }
         }
         // Before acknowledging, so that a producer sees retention settled after its send.
-        if rolled || last_retention.elapsed() >= RETENTION_EVERY {
+        if rolled || maintain || last_retention.elapsed() >= RETENTION_EVERY {
             for w in topics.values() {
-                w.apply_retention(&config, &offsets);
+                w.apply_retention(&config, &offsets, policy);
             }
             last_retention = Instant::now();
         }

@@ -56,6 +56,21 @@ impl<'a> BitReader<'a> {
         Some(b == 1)
     }
 
+    /// The next bits, most significant first, from one 8-byte load: at least 57 of the 64 are
+    /// the stream's (the rest are zero); `None` near the end of the buffer.
+    pub(crate) fn peek(&self) -> Option<u64> {
+        let at = self.pos / 8;
+        let word = self.buf.get(at..at + 8)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        Some(u64::from_be_bytes(w) << (self.pos % 8))
+    }
+
+    /// Skips `n` bits that [`BitReader::peek`] showed.
+    pub(crate) fn skip(&mut self, n: u32) {
+        self.pos += n as usize;
+    }
+
     /// Reads `n <= 64` bits.
     pub(crate) fn bits(&mut self, n: u32) -> Option<u64> {
         if n == 0 {
@@ -120,6 +135,22 @@ pub(crate) fn write_int(w: &mut BitWriter, v: i64, width: &mut u32) {
 }
 
 pub(crate) fn read_int(r: &mut BitReader<'_>, width: &mut u32) -> Option<i64> {
+    // Fast path: the flag, a new width if any and the value from one 64-bit load (it holds at
+    // least 57 bits), which covers every width up to 50.
+    if let Some(w) = r.peek() {
+        let (head, wd) = if w >> 63 == 0 {
+            (1, *width)
+        } else {
+            let code = ((w >> 57) & 0x3f) as u32;
+            (7, if code == FULL { 64 } else { code })
+        };
+        if head + wd <= 57 {
+            let z = if wd == 0 { 0 } else { (w << head) >> (64 - wd) };
+            r.skip(head + wd);
+            *width = wd;
+            return Some(unzigzag(z));
+        }
+    }
     if r.bit()? {
         let code = r.bits(6)? as u32;
         *width = if code == FULL { 64 } else { code };

@@ -14,6 +14,9 @@ fn round_trip(samples: &[Sample]) {
         }
     };
     check(c.iter().collect());
+    let mut all = Vec::new();
+    c.iter().decode_into(i64::MIN, i64::MAX, &mut all);
+    check(all);
     let bytes = c.to_bytes();
     check(ChunkRef::new(&bytes).unwrap().iter().collect());
     let back = Chunk::from_bytes(&bytes).unwrap();
@@ -120,6 +123,38 @@ fn seek_skips_to_the_first_sample_at_or_after() {
     assert_eq!(it.seek(55), Some(Sample { t: 60, v: 6.0 }));
     assert_eq!(it.next(), Some(Sample { t: 70, v: 7.0 }));
     assert_eq!(it.seek(10_000), None);
+}
+
+#[test]
+fn decode_into_keeps_the_closed_range() {
+    let samples: Vec<Sample> = (0..100)
+        .map(|i| Sample {
+            t: i * 10,
+            v: i as f64 * 1.5,
+        })
+        .collect();
+    let c = Chunk::from_samples(&samples);
+    for (mint, maxt) in [
+        (0, 990),
+        (55, 300),
+        (60, 60),
+        (61, 69),
+        (-5, 5),
+        (990, 2000),
+        (500, 100),
+    ] {
+        let mut out = vec![Sample { t: -1, v: 0.0 }];
+        c.iter().decode_into(mint, maxt, &mut out);
+        let want: Vec<Sample> = std::iter::once(Sample { t: -1, v: 0.0 })
+            .chain(
+                samples
+                    .iter()
+                    .copied()
+                    .filter(|s| s.t >= mint && s.t <= maxt),
+            )
+            .collect();
+        assert_eq!(out, want, "[{mint}, {maxt}]");
+    }
 }
 
 #[test]

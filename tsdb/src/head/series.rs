@@ -69,16 +69,10 @@ impl Snapshot {
                 Err(e) => return Err(e),
             };
             let r = ChunkRef::new(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let mut it = r.iter();
-            if let Some(s) = it.seek(mint) {
-                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
-            }
+            r.iter().decode_into(mint, maxt, &mut out);
         }
         if let Some(open) = &self.open {
-            let mut it = open.iter();
-            if let Some(s) = it.seek(mint) {
-                out.extend(std::iter::once(s).chain(it).take_while(|s| s.t <= maxt));
-            }
+            open.iter().decode_into(mint, maxt, &mut out);
         }
         if !self.ooo.is_empty() {
             out = merge(out, &self.ooo);

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN,
     T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
@@ -15,7 +13,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use super::eval::{EvalResult, Evaluator, Sample, Val, exec_err, key as node_key};
 use super::functions::{format_float, format_g};
 use super::heap;
-use super::memo::key_id;
+use super::memo::SlotGroups;
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier summation step (Prometheus's `kahansum.Inc`).
@@ -209,17 +207,17 @@ impl Evaluator<'_> {
         let ratio = p.clamp(-1.0, 1.0);
         let node = node_key(a);
         let mut memo = self.key_memos.remove(&node).unwrap_or_default();
-        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
+        let mut index = SlotGroups::default();
         let mut groups: Vec<Group> = Vec::new();
         for s in input {
-            let (key, _) = memo.get(&s.labels, |l| (group_labels(l, without, &names), None));
+            let (slot, _) = memo.get(&s.labels, |l| (group_labels(l, without, &names), None));
             let f = s.v;
-            let gi = match index.get(&key_id(&key)) {
-                Some(i) => *i,
+            let gi = match index.get(slot) {
+                Some(i) => i,
                 None => {
-                    index.insert(key_id(&key), groups.len());
+                    index.set(slot, groups.len());
                     let mut g = Group {
-                        labels: key,
+                        labels: memo.key(slot),
                         value: f,
                         mean: f,
                         count: 1.0,

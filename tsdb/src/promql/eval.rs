@@ -75,7 +75,7 @@ pub(crate) enum Val {
 #[derive(Debug)]
 pub(crate) struct Stored {
     pub(crate) labels: Arc<Labels>,
-    samples: Vec<Point>,
+    pub(crate) samples: Vec<Point>,
     /// `samples` without staleness markers, when it has any (range windows skip them).
     no_stale: Option<Vec<Point>>,
 }
@@ -87,50 +87,7 @@ impl Stored {
     }
 }
 
-/// A node's output at every step of a range query, computed in one pass (series by series,
-/// which reads each series' samples once instead of once per step), handed out step by step.
-#[derive(Debug, Default)]
-pub(crate) struct StepValues {
-    /// The vector at each step; taken when handed out.
-    pub(crate) out: Vec<Option<Vec<Sample>>>,
-    /// Samples the node's selector held at each step (the query's sample limit counts them).
-    pub(crate) counts: Vec<usize>,
-}
-
 impl Evaluator<'_> {
-    /// The index of `t` among a range query's steps, if it is one.
-    pub(crate) fn step_index(&self, t: i64) -> Option<usize> {
-        (self.step > 0 && t >= self.start && t <= self.end && (t - self.start) % self.step == 0)
-            .then(|| ((t - self.start) / self.step) as usize)
-    }
-
-    /// The number of steps of a range query (1 for an instant query).
-    pub(crate) fn step_count(&self) -> usize {
-        if self.step > 0 {
-            ((self.end - self.start) / self.step) as usize + 1
-        } else {
-            1
-        }
-    }
-
-    /// Hands out `node`'s precomputed vector at step `i`, counting its samples; `None` when
-    /// there is none (not computed, or already handed out).
-    pub(crate) fn take_step_value(
-        &mut self,
-        node: usize,
-        i: usize,
-    ) -> EvalResult<Option<Vec<Sample>>> {
-        let Some(sv) = self.step_values.get_mut(&node) else {
-            return Ok(None);
-        };
-        let Some(v) = sv.out.get_mut(i).and_then(Option::take) else {
-            return Ok(None);
-        };
-        let n = sv.counts.get(i).copied().unwrap_or(0);
-        self.add_samples(n)?;
-        Ok(Some(v))
-    }
-
     /// Checks the deadline and cancellation flag inside long one-pass computations.
     pub(crate) fn check_deadline(&self) -> EvalResult<()> {
         if let Some(c) = &self.opts.cancel
@@ -188,7 +145,7 @@ pub(crate) struct Evaluator<'a> {
     cache: HashMap<usize, Arc<Vec<Stored>>>,
     subquery_cache: HashMap<(usize, i64), Val>,
     /// Outputs of nodes that a range query computes for all its steps at once, by node.
-    pub(crate) step_values: HashMap<usize, StepValues>,
+    pub(crate) step_values: HashMap<usize, super::steps::StepValues>,
     /// Grouping keys of aggregations and `histogram_quantile`, by node.
     pub(crate) key_memos: HashMap<usize, super::memo::KeyMemo>,
     pub(crate) warnings: Vec<String>,
@@ -433,6 +390,9 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         t: i64,
     ) -> EvalResult<Vec<Sample>> {
+        if let Some(v) = self.stepped_selector(vs, t)? {
+            return Ok(v);
+        }
         let ts = self.resolve_at(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let series = self.series_of(vs)?;
         let lookback = self.opts.lookback_delta_ms;

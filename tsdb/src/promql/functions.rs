@@ -14,15 +14,7 @@ use crate::labels::{Labels, METRIC_NAME};
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
 pub(crate) fn format_float(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
-    }
+    super::value::format_value(f)
 }
 
 /// Go's `%g` formatting of a float.

@@ -18,63 +18,85 @@ use crate::labels::Labels;
 /// by a binary operator below it) is emptied rather than grown.
 const MAX_MISSING: usize = 50_000;
 
-/// A memo entry: the source label set, its derived key and an optional number.
-type Entry = (Arc<Labels>, Arc<Labels>, Option<f64>);
-
-/// Derived grouping keys of label sets, by the label set's address.
+/// Derived grouping keys of label sets, by the label set's address. Each distinct key gets a
+/// dense slot number, so that a step can find its group by index instead of by hashing.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMemo {
     /// Holds the source label set, so that its address is not reused while the entry lives.
-    by_ptr: FxHashMap<usize, Entry>,
-    interned: HashMap<Labels, Arc<Labels>>,
+    by_ptr: FxHashMap<usize, (Arc<Labels>, usize, Option<f64>)>,
+    slots: HashMap<Labels, usize>,
+    keys: Vec<Arc<Labels>>,
     hits: usize,
     misses: usize,
 }
 
 impl KeyMemo {
-    /// The key derived from `l` by `derive` (with a number derived alongside, such as a
-    /// bucket's parsed `le`), computed on the first sight of this label set.
+    /// The slot of the key derived from `l` by `derive` (with a number derived alongside, such
+    /// as a bucket's parsed `le`), computed on the first sight of this label set.
     pub(crate) fn get(
         &mut self,
         l: &Arc<Labels>,
         derive: impl FnOnce(&Labels) -> (Labels, Option<f64>),
-    ) -> (Arc<Labels>, Option<f64>) {
+    ) -> (usize, Option<f64>) {
         let ptr = Arc::as_ptr(l) as usize;
-        if let Some((src, key, extra)) = self.by_ptr.get(&ptr)
+        if let Some((src, slot, extra)) = self.by_ptr.get(&ptr)
             && Arc::ptr_eq(src, l)
         {
             self.hits += 1;
-            return (key.clone(), *extra);
+            return (*slot, *extra);
         }
         self.misses += 1;
         let (k, extra) = derive(l);
-        let key = match self.interned.get(&k) {
-            Some(key) => key.clone(),
+        let slot = match self.slots.get(&k) {
+            Some(slot) => *slot,
             None => {
-                let key = Arc::new(k.clone());
-                self.interned.insert(k, key.clone());
-                key
+                let slot = self.keys.len();
+                self.keys.push(Arc::new(k.clone()));
+                self.slots.insert(k, slot);
+                slot
             }
         };
-        self.by_ptr.insert(ptr, (l.clone(), key.clone(), extra));
-        (key, extra)
+        self.by_ptr.insert(ptr, (l.clone(), slot, extra));
+        (slot, extra)
+    }
+
+    /// The key in `slot` (from [`KeyMemo::get`] since the last reset).
+    pub(crate) fn key(&self, slot: usize) -> Arc<Labels> {
+        self.keys.get(slot).cloned().unwrap_or_default()
     }
 
     /// Ends one evaluation of the node: a memo that missed more than it hit and has grown
-    /// large is emptied.
+    /// large is emptied (slots are renumbered from zero).
     pub(crate) fn end_call(&mut self) {
         if self.misses > self.hits && self.by_ptr.len() > MAX_MISSING {
             self.by_ptr.clear();
-            self.interned.clear();
+            self.slots.clear();
+            self.keys.clear();
         }
         self.hits = 0;
         self.misses = 0;
     }
 }
 
-/// The address of an interned key, for grouping within one step.
-pub(crate) fn key_id(k: &Arc<Labels>) -> usize {
-    Arc::as_ptr(k) as usize
+/// Group numbers of slots within one evaluation: which group of this step a slot's key is.
+#[derive(Debug, Default)]
+pub(crate) struct SlotGroups(Vec<u32>);
+
+impl SlotGroups {
+    /// The group of `slot`, if this step has one yet.
+    pub(crate) fn get(&self, slot: usize) -> Option<usize> {
+        self.0
+            .get(slot)
+            .filter(|g| **g != u32::MAX)
+            .map(|g| *g as usize)
+    }
+
+    pub(crate) fn set(&mut self, slot: usize, group: usize) {
+        if slot >= self.0.len() {
+            self.0.resize(slot + 1, u32::MAX);
+        }
+        self.0[slot] = u32::try_from(group).unwrap_or(u32::MAX);
+    }
 }
 
 #[cfg(test)]
@@ -102,10 +124,11 @@ mod tests {
         let (kb, lb) = m.get(&b, &mut derive);
         let (ka2, _) = m.get(&a, &mut derive);
         assert_eq!(calls, 2);
-        assert!(Arc::ptr_eq(&ka, &kb));
-        assert!(Arc::ptr_eq(&ka, &ka2));
+        assert_eq!(ka, kb);
+        assert_eq!(ka, ka2);
+        assert!(Arc::ptr_eq(&m.key(ka), &m.key(kb)));
         assert_eq!((la, lb), (Some(1.0), Some(2.0)));
-        assert_eq!(*ka, *labels(&[("job", "a")]));
+        assert_eq!(*m.key(ka), *labels(&[("job", "a")]));
     }
 
     #[test]
@@ -116,6 +139,15 @@ mod tests {
         drop(a);
         let b = labels(&[("x", "2")]);
         let (k2, _) = m.get(&b, |l| (l.clone(), None));
-        assert_ne!(*k1, *k2);
+        assert_ne!(*m.key(k1), *m.key(k2));
+    }
+
+    #[test]
+    fn slot_groups_start_empty_each_step() {
+        let mut g = SlotGroups::default();
+        assert_eq!(g.get(3), None);
+        g.set(3, 0);
+        g.set(1, 1);
+        assert_eq!((g.get(3), g.get(1), g.get(0)), (Some(0), Some(1), None));
     }
 }

@@ -1,5 +1,7 @@
 //! `scrape_configs` with Prometheus's YAML names, defaults and validation messages (prefixed
-//! with the dotted key).
+//! with the dotted key). [`http`]: the HTTP client settings (TLS, authentication).
+
+mod http;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -8,6 +10,8 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::relabel::{RelabelConfig, is_valid_label_name, validate_all};
+
+pub use http::{Authorization, BasicAuth, ProxyUrl, Secret, TlsConfig, TlsVersion};
 
 /// The scrape section: defaults, the tenant scraped series are stored under, and the jobs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,7 +71,7 @@ pub struct ScrapeConfig {
     )]
     pub scrape_timeout: Option<Duration>,
     pub metrics_path: String,
-    /// `http` (`https` needs a TLS-enabled HTTP client, which this build does not have).
+    /// `http` or `https` (a target's `__scheme__` label overrides it).
     pub scheme: String,
     /// URL query parameters; a target's `__param_<name>` label overrides the first value.
     pub params: BTreeMap<String, Vec<String>>,
@@ -91,6 +95,26 @@ pub struct ScrapeConfig {
     pub label_value_length_limit: usize,
     /// A larger (uncompressed) body fails the scrape; 0 = no limit.
     pub body_size_limit: ByteSize,
+    /// TLS settings of `https` targets.
+    pub tls_config: TlsConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// Legacy form of `authorization: {credentials: …}` (refused together with it).
+    #[serde(skip_serializing_if = "Secret::is_empty")]
+    pub bearer_token: Secret,
+    /// Legacy form of `authorization: {credentials_file: …}`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub bearer_token_file: String,
+    /// Follow 3xx redirects (up to 10); else a redirect fails the scrape.
+    pub follow_redirects: bool,
+    /// Offer HTTP/2 to `https` targets (ALPN); plain `http` is always HTTP/1.1.
+    pub enable_http2: bool,
+    /// An HTTP(S) proxy for every request of the job; no proxy when unset (the environment's
+    /// `HTTP_PROXY` is not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<ProxyUrl>,
 }
 
 impl Default for ScrapeConfig {
@@ -113,6 +137,14 @@ impl Default for ScrapeConfig {
             label_name_length_limit: 0,
             label_value_length_limit: 0,
             body_size_limit: ByteSize(0),
+            tls_config: TlsConfig::default(),
+            basic_auth: None,
+            authorization: None,
+            bearer_token: Secret::default(),
+            bearer_token_file: String::new(),
+            follow_redirects: true,
+            enable_http2: true,
+            proxy_url: None,
         }
     }
 }
@@ -198,19 +230,13 @@ impl ScrapeConfig {
                 self.metrics_path
             ));
         }
-        match self.scheme.as_str() {
-            "http" => {}
-            "https" => {
-                return Err(format!(
-                    "{key}.scheme: https is not supported by this build (no TLS in its HTTP client)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "{key}.scheme: {other:?} is not a valid scheme (http)"
-                ));
-            }
+        if !matches!(self.scheme.as_str(), "http" | "https") {
+            return Err(format!(
+                "{key}.scheme: {:?} is not a valid scheme (http, https)",
+                self.scheme
+            ));
         }
+        self.validate_http(key)?;
         for (j, sc) in self.static_configs.iter().enumerate() {
             for (k, t) in sc.targets.iter().enumerate() {
                 check_target_address(t)

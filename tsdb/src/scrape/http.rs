@@ -1,12 +1,13 @@
 //! Fetching a target's page as Prometheus does: `Accept` preferring OpenMetrics with a text
-//! fallback, `X-Prometheus-Scrape-Timeout-Seconds`, gzip, a body size limit and the timeout
-//! covering the whole exchange.
+//! fallback, `X-Prometheus-Scrape-Timeout-Seconds`, gzip, a body size limit, the timeout
+//! covering the whole exchange, and the job's client and credentials ([`JobClient`]).
 
 use std::io::Read;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 
+use super::client::JobClient;
 use crate::exposition::Format;
 
 /// The `Accept` header Prometheus sends by default (OpenMetrics 1.0.0 first, then 0.0.1, then
@@ -32,21 +33,15 @@ pub struct FetchOptions {
     pub body_limit: usize,
 }
 
-/// Builds the client the loops share (no redirects beyond Prometheus's default of following
-/// them, no proxy from the environment).
-pub fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| error_chain(&e))
-}
-
-/// GETs `url`; the error is the message `lastError` and the logs show.
+/// GETs `url` with the job's client and credentials; the error is the message `lastError`
+/// and the logs show (never a secret).
 pub async fn fetch(
-    client: &reqwest::Client,
+    job: &JobClient,
     url: &reqwest::Url,
     opts: FetchOptions,
 ) -> Result<Page, String> {
+    let setup_err = |e: String| format!("Get {:?}: {e}", url.as_str());
+    let client = job.current().await.map_err(setup_err)?;
     let get_err = |e: reqwest::Error| {
         if e.is_timeout() {
             format!("Get {:?}: context deadline exceeded", url.as_str())
@@ -54,13 +49,17 @@ pub async fn fetch(
             format!("Get {:?}: {}", url.as_str(), error_chain(&e))
         }
     };
-    let resp = client
+    let req = client
         .get(url.clone())
         .timeout(opts.timeout)
         .header(ACCEPT, ACCEPT_HEADER)
         .header(ACCEPT_ENCODING, if opts.gzip { "gzip" } else { "identity" })
         .header(USER_AGENT, concat!("Sextant/", env!("CARGO_PKG_VERSION")))
-        .header(TIMEOUT_HEADER, opts.timeout.as_secs_f64().to_string())
+        .header(TIMEOUT_HEADER, opts.timeout.as_secs_f64().to_string());
+    let resp = job
+        .authorize(req)
+        .await
+        .map_err(setup_err)?
         .send()
         .await
         .map_err(get_err)?;
@@ -116,7 +115,7 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 }
 
 /// An error with its causes, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::client::JobClient;
 use super::config::{ScrapeConfig, ScrapeSection, prom_duration};
 use super::cycle::{ScrapeOutput, ScrapeRules, ScrapeState};
 use super::http::{FetchOptions, fetch};
@@ -50,7 +51,7 @@ struct LoopCtx {
     rules: ScrapeRules,
     tenant: String,
     sink: Arc<dyn ScrapeSink>,
-    client: reqwest::Client,
+    client: Arc<JobClient>,
     status: Arc<RwLock<BTreeMap<u64, ActiveTarget>>>,
     key: u64,
     state: Arc<Mutex<ScrapeState>>,
@@ -59,7 +60,8 @@ struct LoopCtx {
 /// Runs the scrape loops of a [`ScrapeSection`].
 pub struct Scraper {
     sink: Arc<dyn ScrapeSink>,
-    client: reqwest::Client,
+    /// One HTTP client per job (by job name), kept across reloads that leave its settings.
+    clients: Mutex<HashMap<String, Arc<JobClient>>>,
     loops: Mutex<HashMap<u64, LoopHandle>>,
     /// Loops of removed targets still waiting to write their staleness markers.
     /// A target re-added meanwhile cancels them and takes their staleness memory over.
@@ -101,7 +103,7 @@ impl Scraper {
     pub fn with_sink(sink: Arc<dyn ScrapeSink>) -> Result<Scraper, ScrapeError> {
         Ok(Scraper {
             sink,
-            client: super::http::client().map_err(ScrapeError::Client)?,
+            clients: Mutex::new(HashMap::new()),
             loops: Mutex::new(HashMap::new()),
             retiring: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
@@ -118,6 +120,7 @@ impl Scraper {
     pub fn apply(&self, section: &ScrapeSection, prefix: &str) -> Result<(), ScrapeError> {
         section.validate(prefix).map_err(ScrapeError::Config)?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ScrapeError::NoRuntime)?;
+        let clients = self.clients_for(section, prefix)?;
         let mut wanted: HashMap<u64, (Target, Arc<ScrapeConfig>, reqwest::Url)> = HashMap::new();
         let mut dropped = Vec::new();
         for cfg in &section.scrape_configs {
@@ -175,6 +178,10 @@ impl Scraper {
             if loops.contains_key(&key) {
                 continue;
             }
+            // Every job of the section has a client (`clients_for`).
+            let Some(client) = clients.get(&target.job).cloned() else {
+                continue;
+            };
             // A target removed earlier and back before its staleness markers were written:
             // cancel them and carry on with its memory.
             for (k, h) in retiring.iter() {
@@ -207,7 +214,7 @@ impl Scraper {
                 config: cfg.clone(),
                 tenant: section.tenant.clone(),
                 sink: self.sink.clone(),
-                client: self.client.clone(),
+                client,
                 status: self.status.clone(),
                 key,
                 state: state.clone(),
@@ -244,7 +251,30 @@ impl Scraper {
                 .set(n);
         }
         *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = dropped;
+        *lock(&self.clients) = clients;
         Ok(())
+    }
+
+    /// The HTTP client of each job of `section`: the current one when its settings are
+    /// unchanged, else a new one (reading its TLS files; the error names the key).
+    fn clients_for(
+        &self,
+        section: &ScrapeSection,
+        prefix: &str,
+    ) -> Result<HashMap<String, Arc<JobClient>>, ScrapeError> {
+        let old = lock(&self.clients);
+        let mut clients = HashMap::new();
+        for (i, cfg) in section.scrape_configs.iter().enumerate() {
+            let client = match old.get(&cfg.job_name) {
+                Some(c) if c.serves(cfg) => c.clone(),
+                _ => Arc::new(
+                    JobClient::new(cfg, &format!("{prefix}.scrape_configs[{i}]"))
+                        .map_err(ScrapeError::Config)?,
+                ),
+            };
+            clients.insert(cfg.job_name.clone(), client);
+        }
+        Ok(clients)
     }
 
     /// The active and dropped targets, sorted by pool and URL.
@@ -600,7 +630,7 @@ mod tests {
             rules: rules_of(&target, &ScrapeConfig::default()),
             tenant: "t".into(),
             sink,
-            client: reqwest::Client::new(),
+            client: Arc::new(JobClient::new(&ScrapeConfig::default(), "test").unwrap()),
             status: Arc::new(RwLock::new(BTreeMap::new())),
             key: 1,
             state: Arc::new(Mutex::new(ScrapeState::new())),

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use promql_parser::parser::Expr;
 
 use super::super::eval::{EvalResult, Evaluator, Sample, Val, key};
-use super::super::memo::key_id;
+use super::super::memo::SlotGroups;
 use super::format_g;
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -193,10 +191,10 @@ impl Evaluator<'_> {
         // `Expr` and the node inside it may start at the same address; nodes are aligned).
         let node = key(arg) | 1;
         let mut memo = self.key_memos.remove(&node).unwrap_or_default();
-        let mut index: FxHashMap<usize, usize> = FxHashMap::default();
+        let mut index = SlotGroups::default();
         let mut groups: Vec<(Arc<Labels>, Vec<Bucket>)> = Vec::new();
         for s in v {
-            let (key, upper) = memo.get(&s.labels, |l| {
+            let (slot, upper) = memo.get(&s.labels, |l| {
                 (
                     l.without(|n| n == "le"),
                     parse_le(l.get("le").unwrap_or("")),
@@ -213,10 +211,14 @@ impl Evaluator<'_> {
                 self.warn_at(msg, arg);
                 continue;
             };
-            let i = *index.entry(key_id(&key)).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
+            let i = match index.get(slot) {
+                Some(i) => i,
+                None => {
+                    index.set(slot, groups.len());
+                    groups.push((memo.key(slot), Vec::new()));
+                    groups.len() - 1
+                }
+            };
             groups[i].1.push(Bucket { upper, count: s.v });
         }
         memo.end_call();

@@ -1,22 +1,16 @@
-//! Range queries: a range function over a plain selector (`rate(x[5m])`) evaluated for every
-//! step in one pass, series by series, with a window sliding forward instead of two binary
-//! searches per series and step. Each series' samples are read once, in order, so the work is
-//! proportional to samples + steps and stays in cache; the step-wise evaluator then takes each
-//! step's vector as it gets there. Results are identical to the per-step path, which remains
-//! for instant queries, subquery times off the grid, `@` modifiers and functions with
-//! parameters.
+//! A range function over a plain selector (`rate(x[5m])`) evaluated for a block of steps of a
+//! range query at once (see `promql/steps.rs`): per series, the window `(t - range, t]` slides
+//! forward instead of being found by two binary searches per step.
 
 use promql_parser::parser::Expr;
 
 use super::{RangeFn, series_value};
-use crate::promql::eval::{EvalResult, Evaluator, Sample, StepValues, duration_ms, key, offset_ms};
-
-/// Series between deadline checks.
-const CHECK_EVERY: usize = 256;
+use crate::promql::eval::{EvalResult, Evaluator, Sample, duration_ms, key, offset_ms};
+use crate::promql::steps::{CHECK_EVERY, StepValues};
 
 impl Evaluator<'_> {
-    /// `kind` over `marg` at step `t` of a range query, computed with all other steps on first
-    /// use; `None` when the one-pass evaluation does not apply.
+    /// `kind` over `marg` at step `t` of a range query, from the block of steps that holds it;
+    /// `None` when the one-pass evaluation does not apply.
     pub(super) fn stepped_range_function(
         &mut self,
         kind: RangeFn,
@@ -30,12 +24,10 @@ impl Evaluator<'_> {
                 | RangeFn::PredictLinear
                 | RangeFn::DoubleExponentialSmoothing
                 | RangeFn::QuantileOverTime
-        ) {
+        ) || self.step_index(t).is_none()
+        {
             return Ok(None);
         }
-        let Some(i) = self.step_index(t) else {
-            return Ok(None);
-        };
         let mut inner = marg;
         while let Expr::Paren(p) = inner {
             inner = &p.expr;
@@ -46,59 +38,54 @@ impl Evaluator<'_> {
         if ms.vs.at.is_some() {
             return Ok(None);
         }
-        let node = key(marg);
-        if !self.step_values.contains_key(&node) {
-            let range = duration_ms(&ms.range);
-            let off = offset_ms(&ms.vs.offset);
-            let series = self.series_of(&ms.vs)?;
-            let n = self.step_count();
-            let mut sv = StepValues {
-                out: (0..n).map(|_| Some(Vec::new())).collect(),
-                counts: vec![0; n],
-            };
-            let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
+        let range = duration_ms(&ms.range);
+        let off = offset_ms(&ms.vs.offset);
+        let series = self.series_of(&ms.vs)?;
+        let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
+        self.stepped(key(marg), t, series.len(), |ev, block| {
+            let mut sv = StepValues::new(block.first, block.len);
             for (si, s) in series.iter().enumerate() {
                 if si % CHECK_EVERY == 0 {
-                    self.check_deadline()?;
+                    ev.check_deadline()?;
                 }
                 let pts = s.floats();
-                let (mut lo, mut hi) = (0, 0);
+                // The window is (ts - range, ts]; both ends only move forward.
+                let first = block.time(0) - off;
+                let mut lo = pts.partition_point(|p| p.t <= first - range);
+                let mut hi = lo;
                 let mut produced = false;
-                for step in 0..n {
-                    let ts = self.start + step as i64 * self.step - off;
-                    // The window is (ts - range, ts]; both ends only move forward.
+                for i in 0..block.len {
+                    let ts = block.time(i) - off;
                     while lo < pts.len() && pts[lo].t <= ts - range {
                         lo += 1;
                     }
-                    if hi < lo {
-                        hi = lo;
-                    }
+                    hi = hi.max(lo);
                     while hi < pts.len() && pts[hi].t <= ts {
                         hi += 1;
                     }
                     if lo == hi {
                         continue;
                     }
-                    sv.counts[step] += hi - lo;
+                    sv.counts[i] += hi - lo;
                     let Some(v) = series_value(kind, &pts[lo..hi], ts - range, ts, ts, None, None)
                     else {
                         continue;
                     };
                     produced = true;
-                    if let Some(Some(out)) = sv.out.get_mut(step) {
-                        out.push(Sample {
+                    sv.push(
+                        i,
+                        Sample {
                             labels: s.labels.clone(),
                             v,
                             drop_name: !keep_name,
-                        });
-                    }
+                        },
+                    );
                 }
                 if produced && counter_check {
-                    self.check_counter_name(&s.labels, marg);
+                    ev.check_counter_name(&s.labels, marg);
                 }
             }
-            self.step_values.insert(node, sv);
-        }
-        self.take_step_value(node, i)
+            Ok(sv)
+        })
     }
 }
