@@ -277,6 +277,21 @@ mod tests {
                 .starts_with("tsdb.out_of_order_window: ")
         );
         TsdbConfig::default().validate().unwrap();
+        let c: TsdbConfig = serde_yaml_ng::from_str("exemplars: {max_exemplars: 0}").unwrap();
+        assert_eq!(c.exemplars.max_exemplars, 0);
+        c.validate().unwrap();
+        assert_eq!(
+            TsdbConfig::default().exemplars.max_exemplars,
+            crate::exemplar::DEFAULT_MAX_EXEMPLARS
+        );
+        assert!(serde_yaml_ng::from_str::<TsdbConfig>("exemplars: {max: 1}").is_err());
+        let mut big = TsdbConfig::default();
+        big.exemplars.max_exemplars = usize::MAX;
+        assert!(
+            big.validate()
+                .unwrap_err()
+                .starts_with("tsdb.exemplars.max_exemplars: ")
+        );
         let c: TsdbConfig = serde_yaml_ng::from_str(
             "retention:\n  rules:\n  - {match: 'debug_total{env=~\"dev|test\"}', time: 1d}\n",
         )
