@@ -202,6 +202,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let producer = bus.producer().context("a bus producer for access logs")?;
             tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
         }
+        if config.collector.container_logs.enabled {
+            let pipeline = collector::containerlog::ContainerLog::open(
+                &config.collector.container_logs,
+                config.collector.docker.as_ref(),
+                data_dir,
+            )
+            .context("opening the container-log pipeline")?;
+            let producer = bus
+                .producer()
+                .context("a bus producer for container logs")?;
+            tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
+        }
     }
 
     let readiness = Readiness::default();

@@ -52,6 +52,8 @@ pub struct CollectorConfig {
     pub docker: Option<DockerConfig>,
     /// Router access logs tailed into log lines and RED metrics (off without sources).
     pub access_log: crate::accesslog::AccessLogConfig,
+    /// Container logs (kubelet's CRI files, Docker json-files) tailed into log lines.
+    pub container_logs: crate::containerlog::ContainerLogConfig,
 }
 
 impl Default for CollectorConfig {
@@ -65,6 +67,7 @@ impl Default for CollectorConfig {
             tenant: String::new(),
             kubelet: None,
             access_log: crate::accesslog::AccessLogConfig::default(),
+            container_logs: crate::containerlog::ContainerLogConfig::default(),
             docker: None,
         }
     }
@@ -186,6 +189,9 @@ impl CollectorConfig {
             d.validate()?;
         }
         self.access_log
+            .validate()
+            .map_err(|e| format!("collector.{e}"))?;
+        self.container_logs
             .validate()
             .map_err(|e| format!("collector.{e}"))
     }

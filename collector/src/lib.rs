@@ -15,8 +15,10 @@
 pub mod accesslog;
 pub mod cgroup;
 pub mod config;
+pub mod containerlog;
 mod error;
 mod metrics;
+pub mod pipeline;
 pub mod resolve;
 mod runner;
 mod sink;

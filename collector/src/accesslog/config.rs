@@ -239,11 +239,7 @@ impl AccessLogConfig {
                     .map_err(|e| format!("{key}.parsers[{j}]: {e}"))?;
             }
             for l in s.labels.keys() {
-                let ok = l.chars().enumerate().all(|(k, c)| {
-                    c == '_' || c.is_ascii_alphabetic() || (k > 0 && c.is_ascii_digit())
-                }) && !l.is_empty()
-                    && !l.starts_with("__");
-                if !ok {
+                if !crate::pipeline::valid_label_name(l) {
                     return Err(format!("{key}.labels: {l:?} is not a valid label name"));
                 }
             }
