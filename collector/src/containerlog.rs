@@ -36,7 +36,7 @@ use crate::cgroup::{Kind, PathIdentity};
 use crate::config::DockerConfig;
 use crate::pipeline::{BusLogsSink, LogsSink, Pipeline, TailMetrics, label, until_sent};
 use crate::resolve::{DockerIdentity, Identity};
-use crate::tail::{FileId, FilePosition, Line, TailOptions, Tailer};
+use crate::tail::{FileId, FilePosition, TailOptions, Tailer};
 use crate::{Error, Result};
 use join::{Anchor, Joined, Joiner, PendingLine, append_bounded};
 use path::PathInfo;
@@ -182,14 +182,8 @@ impl ContainerLog {
         let mut out = Streams::default();
         let mut acks: BTreeMap<FileId, (u64, u64)> = BTreeMap::new();
         for line in lines {
-            let Line {
-                file,
-                path,
-                generation,
-                end,
-                text,
-            } = line;
-            acks.insert(file, (generation, end));
+            let (file, path, end, text) = (line.file, line.path, line.end, line.text);
+            acks.insert(file, (line.generation, end));
             let format = match self.format {
                 Format::Auto => self.meta(&path).format,
                 f => f,

@@ -24,6 +24,8 @@ mod runner;
 mod sink;
 mod source;
 pub mod tail;
+#[cfg(test)]
+mod testutil;
 
 pub use config::{CollectorConfig, DockerConfig, KubeletConfig};
 pub use error::{Error, Result};

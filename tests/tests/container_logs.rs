@@ -7,14 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bus::proto::LogsBatch;
-use bus::{Bus, Topic};
-use prost::Message;
 use serde_json::Value;
 use tests::Sextant;
 
@@ -52,12 +48,7 @@ fn rfc3339(ns: i64) -> String {
 }
 
 fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
+    tests::append(path, text).unwrap();
 }
 
 impl Writer {
@@ -155,16 +146,6 @@ fn wait_shipped(s: &Sextant, data: &Path, live: &[&Path], rotated: &[&Path], pen
     }
 }
 
-fn stop(mut s: Sextant) {
-    tests::signal(&s.child, libc::SIGTERM).unwrap();
-    let status = tests::wait_timeout(&mut s.child, Duration::from_secs(30)).unwrap();
-    assert!(
-        status.is_some_and(|st| st.success()),
-        "{status:?}: {}",
-        s.stderr()
-    );
-}
-
 #[test]
 fn container_lines_arrive_once_with_labels_and_timestamps() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,7 +196,7 @@ fn container_lines_arrive_once_with_labels_and_timestamps() {
     let ts = w.tick();
     append(&w.cri, &format!("{} stdout P restart-a-\n", rfc3339(ts)));
     wait_shipped(&s, &data, &[&w.cri, &w.docker], &[], 1);
-    stop(s);
+    s.stop().unwrap();
 
     let s = Sextant::start(&data, &args).unwrap();
     let ts2 = w.tick();
@@ -238,36 +219,21 @@ fn container_lines_arrive_once_with_labels_and_timestamps() {
         w.cri_line("stdout", &[&format!("cri-{i}")], none);
     }
     wait_shipped(&s, &data, &[&w.cri, &w.docker], &[&rotated], 0);
-    stop(s);
+    s.stop().unwrap();
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let seen = rt.block_on(async {
-        let bus = bus::embedded::EmbeddedBus::open(&data.join("bus"), Default::default()).unwrap();
-        let mut c = bus
-            .consumer("container-logs-test", &[Topic::Logs])
-            .await
-            .unwrap();
-        let mut seen: Vec<(String, i64, HashMap<String, String>)> = Vec::new();
-        loop {
-            let got = c.poll(1000, Duration::from_millis(500)).await.unwrap();
-            if got.is_empty() {
-                break;
-            }
-            for d in got {
-                for stream in LogsBatch::decode(&d.payload[..]).unwrap().streams {
-                    let labels: HashMap<String, String> = stream
-                        .labels
-                        .iter()
-                        .map(|l| (l.name.clone(), l.value.clone()))
-                        .collect();
-                    for e in stream.entries {
-                        seen.push((e.line, e.timestamp_ns, labels.clone()));
-                    }
-                }
+    let mut seen: Vec<(String, i64, HashMap<String, String>)> = Vec::new();
+    for batch in tests::read_logs_topic(&data, "container-logs-test").unwrap() {
+        for stream in batch.streams {
+            let labels: HashMap<String, String> = stream
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            for e in stream.entries {
+                seen.push((e.line, e.timestamp_ns, labels.clone()));
             }
         }
-        seen
-    });
+    }
 
     let mut count: HashMap<&str, usize> = HashMap::new();
     for (line, ts, labels) in &seen {

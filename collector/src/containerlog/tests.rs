@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::*;
+use crate::testutil::append;
 
 const UID: &str = "5d8a6f2e-1b7c-4c5e-9f3a-2b1c0d9e8f7a";
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -49,15 +50,6 @@ impl Fixture {
     fn open(&self) -> ContainerLog {
         ContainerLog::open(&self.config(), None, &self.dir.path().join("data")).unwrap()
     }
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// `2026-01-01T00:00:0<s>.000000<n>Z` and its nanoseconds.
