@@ -184,13 +184,18 @@ impl ContainerLog {
         for line in lines {
             let (file, path, end, text) = (line.file, line.path, line.end, line.text);
             acks.insert(file, (line.generation, end));
+            let meta = path_meta(
+                &mut self.paths,
+                self.docker.as_deref_mut(),
+                &self.labels,
+                &path,
+            );
             let format = match self.format {
-                Format::Auto => self.meta(&path).format,
+                Format::Auto => meta.format,
                 f => f,
             };
             match parse::parse(format, &text) {
                 Some((detected, frag)) => {
-                    let meta = self.meta(&path);
                     meta.format = detected;
                     meta.last_ts_ns = Some(frag.ts_ns);
                     let at = Anchor { file, end };
@@ -199,7 +204,7 @@ impl ContainerLog {
                     }
                 }
                 None => {
-                    let ts_ns = self.meta(&path).last_ts_ns.unwrap_or(wall_ns);
+                    let ts_ns = meta.last_ts_ns.unwrap_or(wall_ns);
                     let mut raw = String::new();
                     if append_bounded(&mut raw, &text, self.max_line_bytes) {
                         batch.truncated += 1;
@@ -248,26 +253,13 @@ impl ContainerLog {
         }
     }
 
-    /// The metadata of `path`, made on first sight and relabelled when the resolver's names may
-    /// have changed.
     fn meta(&mut self, path: &Arc<Path>) -> &mut PathMeta {
-        let generation = self.docker.as_ref().map_or(0, |d| d.generation());
-        let meta = self.paths.entry(Arc::clone(path)).or_insert_with(|| {
-            let info = path::resolve(path);
-            PathMeta {
-                labels: Vec::new(),
-                info,
-                format: Format::Auto,
-                last_ts_ns: None,
-                // Forces the labels to be made below.
-                generation: generation.wrapping_add(1),
-            }
-        });
-        if meta.generation != generation {
-            meta.generation = generation;
-            meta.labels = labels_for(path, &meta.info, self.docker.as_deref_mut(), &self.labels);
-        }
-        meta
+        path_meta(
+            &mut self.paths,
+            self.docker.as_deref_mut(),
+            &self.labels,
+            path,
+        )
     }
 
     /// Records that `batch` was shipped: advances the file positions and replaces the checkpoint
@@ -396,6 +388,30 @@ impl Streams {
         }
         self.push(j.path, Some(j.stream), j.ts_ns, j.line);
     }
+}
+
+/// The metadata of `path`, made on first sight and relabelled when the resolver's names may
+/// have changed.
+fn path_meta<'a>(
+    paths: &'a mut HashMap<Arc<Path>, PathMeta>,
+    mut docker: Option<&mut (dyn Identity + 'static)>,
+    configured: &[Label],
+    path: &Arc<Path>,
+) -> &'a mut PathMeta {
+    let generation = docker.as_ref().map_or(0, |d| d.generation());
+    let meta = paths.entry(Arc::clone(path)).or_insert_with(|| PathMeta {
+        labels: Vec::new(),
+        info: path::resolve(path),
+        format: Format::Auto,
+        last_ts_ns: None,
+        // Forces the labels to be made below.
+        generation: generation.wrapping_add(1),
+    });
+    if meta.generation != generation {
+        meta.generation = generation;
+        meta.labels = labels_for(path, &meta.info, docker.as_deref_mut(), configured);
+    }
+    meta
 }
 
 /// The labels of a path's streams (but `stream`): the configured ones, `filename`, what the path

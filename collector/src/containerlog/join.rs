@@ -103,6 +103,21 @@ impl Joiner {
         at: Anchor,
         now_ms: u64,
     ) -> Option<Joined> {
+        if !frag.partial && self.pending.is_empty() {
+            // The common case: a whole line and nothing pending anywhere.
+            let mut line = frag.content.into_owned();
+            let cut = floor_boundary(&line, self.max_bytes);
+            let truncated = cut < line.len();
+            line.truncate(cut);
+            return Some(Joined {
+                path: Arc::clone(path),
+                stream: frag.stream,
+                ts_ns: frag.ts_ns,
+                line,
+                parts: 1,
+                truncated,
+            });
+        }
         let key = (Arc::clone(path), frag.stream);
         let mut p = self.pending.remove(&key).unwrap_or_else(|| Pending {
             ts_ns: frag.ts_ns,
@@ -203,17 +218,22 @@ fn joined((path, stream): (Arc<Path>, Stream), p: Pending) -> Joined {
 /// Appends what fits of `s` under `max` bytes (at a character boundary); whether some was left
 /// out.
 pub fn append_bounded(buf: &mut String, s: &str, max: usize) -> bool {
-    let room = max.saturating_sub(buf.len());
-    if s.len() <= room {
-        buf.push_str(s);
-        return false;
+    let cut = floor_boundary(s, max.saturating_sub(buf.len()));
+    buf.push_str(&s[..cut]);
+    cut < s.len()
+}
+
+/// The length of the longest prefix of `s` of at most `max` bytes that ends at a character
+/// boundary.
+fn floor_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
     }
-    let mut cut = room;
+    let mut cut = max;
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    buf.push_str(&s[..cut]);
-    true
+    cut
 }
 
 #[cfg(test)]
