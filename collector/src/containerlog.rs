@@ -394,7 +394,7 @@ impl Streams {
 /// have changed.
 fn path_meta<'a>(
     paths: &'a mut HashMap<Arc<Path>, PathMeta>,
-    mut docker: Option<&mut (dyn Identity + 'static)>,
+    docker: Option<&mut (dyn Identity + 'static)>,
     configured: &[Label],
     path: &Arc<Path>,
 ) -> &'a mut PathMeta {
@@ -409,7 +409,7 @@ fn path_meta<'a>(
     });
     if meta.generation != generation {
         meta.generation = generation;
-        meta.labels = labels_for(path, &meta.info, docker.as_deref_mut(), configured);
+        meta.labels = labels_for(path, &meta.info, docker, configured);
     }
     meta
 }
