@@ -395,3 +395,88 @@ fn docker_names_come_from_the_daemon_when_configured() {
             .starts_with(&format!("GET /containers/{ID}/json"))
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// However the runtime split lines into pieces, interleaved stdout and stderr, the file was
+    /// cut into reads and the pipeline restarted between them, each stream's lines come out
+    /// whole, once, in order, with their first piece's time.
+    #[test]
+    fn pieces_reads_and_restarts_do_not_change_the_lines(
+        lines in proptest::collection::vec(
+            (proptest::bool::ANY, proptest::collection::vec("[a-z ]{0,6}", 1..4)),
+            0..12,
+        ),
+        order in proptest::collection::vec(proptest::bool::ANY, 0..40),
+        cuts in proptest::collection::vec((0usize..400, proptest::bool::ANY), 0..6),
+    ) {
+        // Pieces per stream, then interleaved as `order` says.
+        let mut queues: [std::collections::VecDeque<(usize, usize, String)>; 2] = Default::default();
+        let mut want: [Vec<(String, i64)>; 2] = Default::default();
+        for (i, (stderr, pieces)) in lines.iter().enumerate() {
+            let q = usize::from(*stderr);
+            for (k, p) in pieces.iter().enumerate() {
+                queues[q].push_back((i, k, p.clone()));
+            }
+            want[q].push((pieces.concat(), 0));
+        }
+        let mut text = String::new();
+        let mut n = 0u32;
+        let mut pick = order.into_iter();
+        let mut firsts: HashMap<usize, i64> = HashMap::new();
+        while !queues[0].is_empty() || !queues[1].is_empty() {
+            let q = match pick.next() {
+                Some(b) if !queues[usize::from(b)].is_empty() => usize::from(b),
+                _ if !queues[0].is_empty() => 0,
+                _ => 1,
+            };
+            let Some((i, k, p)) = queues[q].pop_front() else { break };
+            let last = lines[i].1.len() == k + 1;
+            let (t, ns) = ts(n / 1_000_000, n % 1_000_000_000);
+            n += 1;
+            firsts.entry(i).or_insert(ns);
+            let stream = if q == 1 { "stderr" } else { "stdout" };
+            text += &format!("{t} {stream} {} {p}\n", if last { "F" } else { "P" });
+        }
+        for q in 0..2 {
+            let idx: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| usize::from(l.0) == q).map(|(i, _)| i).collect();
+            for (w, i) in want[q].iter_mut().zip(idx) {
+                w.1 = firsts[&i];
+            }
+        }
+
+        let f = Fixture::new();
+        let mut cuts: Vec<(usize, bool)> = cuts.into_iter().map(|(c, r)| (c.min(text.len()), r)).collect();
+        cuts.sort_unstable();
+        cuts.push((text.len(), false));
+        let mut c = f.open();
+        let mut written = 0;
+        let mut got: [Vec<(String, i64)>; 2] = Default::default();
+        let mut mono = 0;
+        let mut take = |b: &Batch| {
+            for s in &b.streams {
+                let q = match s.labels.iter().find(|l| l.name == "stream").map(|l| l.value.as_str()) {
+                    Some("stdout") => 0,
+                    Some("stderr") => 1,
+                    other => panic!("stream {other:?}"),
+                };
+                got[q].extend(s.entries.iter().map(|e| (e.line.clone(), e.timestamp_ns)));
+            }
+        };
+        for (cut, restart) in cuts {
+            if cut > written {
+                append(&f.cri(), &text[written..cut]);
+                written = cut;
+            }
+            mono += 1;
+            take(&poll_commit(&mut c, mono));
+            if restart {
+                c = f.open();
+            }
+        }
+        mono += 1;
+        take(&poll_commit(&mut c, mono));
+        proptest::prop_assert_eq!(&got, &want);
+    }
+}
