@@ -248,7 +248,10 @@ impl ContainerLog {
             if valid {
                 self.joiner.restore(p, mono_ms);
             } else {
-                debug!(path = %p.path.display(), "file read again from an earlier position, dropping its checkpointed partial line");
+                debug!(
+                    path = %p.path.display(),
+                    "file read again from an earlier position, dropping its checkpointed partial line"
+                );
             }
         }
     }
@@ -328,7 +331,11 @@ impl ContainerLog {
                         || logs.send(&batch.streams),
                         |e| {
                             metrics::SHIP_ERRORS.with_label_values(&["logs"]).inc();
-                            debug!(sink = logs.name(), error = %e, "sending container log lines failed, retrying");
+                            debug!(
+                                sink = logs.name(),
+                                error = %e,
+                                "sending container log lines failed, retrying"
+                            );
                         },
                     )
                     .await;

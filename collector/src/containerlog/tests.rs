@@ -412,7 +412,8 @@ proptest::proptest! {
         cuts in proptest::collection::vec((0usize..400, proptest::bool::ANY), 0..6),
     ) {
         // Pieces per stream, then interleaved as `order` says.
-        let mut queues: [std::collections::VecDeque<(usize, usize, String)>; 2] = Default::default();
+        let mut queues: [std::collections::VecDeque<(usize, usize, String)>; 2] =
+            Default::default();
         let mut want: [Vec<(String, i64)>; 2] = Default::default();
         for (i, (stderr, pieces)) in lines.iter().enumerate() {
             let q = usize::from(*stderr);
@@ -439,15 +440,20 @@ proptest::proptest! {
             let stream = if q == 1 { "stderr" } else { "stdout" };
             text += &format!("{t} {stream} {} {p}\n", if last { "F" } else { "P" });
         }
-        for q in 0..2 {
-            let idx: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| usize::from(l.0) == q).map(|(i, _)| i).collect();
-            for (w, i) in want[q].iter_mut().zip(idx) {
+        for (q, want) in want.iter_mut().enumerate() {
+            let of_q = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| usize::from(l.0) == q)
+                .map(|(i, _)| i);
+            for (w, i) in want.iter_mut().zip(of_q) {
                 w.1 = firsts[&i];
             }
         }
 
         let f = Fixture::new();
-        let mut cuts: Vec<(usize, bool)> = cuts.into_iter().map(|(c, r)| (c.min(text.len()), r)).collect();
+        let mut cuts: Vec<(usize, bool)> =
+            cuts.into_iter().map(|(c, r)| (c.min(text.len()), r)).collect();
         cuts.sort_unstable();
         cuts.push((text.len(), false));
         let mut c = f.open();
@@ -456,7 +462,8 @@ proptest::proptest! {
         let mut mono = 0;
         let mut take = |b: &Batch| {
             for s in &b.streams {
-                let q = match s.labels.iter().find(|l| l.name == "stream").map(|l| l.value.as_str()) {
+                let stream = s.labels.iter().find(|l| l.name == "stream");
+                let q = match stream.map(|l| l.value.as_str()) {
                     Some("stdout") => 0,
                     Some("stderr") => 1,
                     other => panic!("stream {other:?}"),
