@@ -487,3 +487,27 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&got, &want);
     }
 }
+
+#[test]
+fn a_file_under_both_kubelet_paths_is_read_once_with_the_labels_of_both() {
+    let f = Fixture::new();
+    let links = f.dir.path().join("containers");
+    std::fs::create_dir(&links).unwrap();
+    let link = links.join(format!("web-0_shop_nginx-{ID}.log"));
+    std::os::unix::fs::symlink(f.cri(), &link).unwrap();
+    append(&f.cri(), &cri(1, "stdout", "F", "once"));
+    let mut cfg = f.config();
+    cfg.paths.push(format!("{}/*.log", links.display()));
+    let mut c = ContainerLog::open(&cfg, None, &f.dir.path().join("data")).unwrap();
+    let b = poll_commit(&mut c, 0);
+    let e = entries(&b);
+    assert_eq!(e.len(), 1);
+    // Found first through the link: its name gives the container id, its target the pod uid.
+    assert_eq!(
+        e[0].0,
+        format!(
+            "container=nginx,container_id={ID},filename={},job=container-logs,namespace=shop,node=n1,pod=web-0,pod_uid={UID},stream=stdout",
+            link.display()
+        )
+    );
+}
