@@ -289,7 +289,7 @@ impl AccessLog {
         self.run(logs, samples, shutdown).await;
     }
 
-    /// Polls, ships and commits until `shutdown` resolves (see [`crate::pipeline::run`]):
+    /// Polls, ships and commits until `shutdown` resolves (see [`crate::pipeline`]):
     /// lines to `logs`, RED samples to `samples`.
     pub async fn run(
         self,

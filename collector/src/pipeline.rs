@@ -2,8 +2,8 @@
 //! ships and commits; sending with retries; the checkpoint file; stream labels; the tailer's
 //! metrics.
 //!
-//! A pipeline's step ([`Pipeline::poll`]) reads its files into a batch, the caller ships the batch
-//! and then [`Pipeline::commit`]s it: file positions advance and the checkpoint is replaced only
+//! A pipeline's step (`Pipeline::poll`) reads its files into a batch, the caller ships the batch
+//! and then commits it (`Pipeline::commit`): file positions advance and the checkpoint is replaced only
 //! after the batch was acknowledged, so that a restart resumes after the last shipped line.
 
 use std::future::Future;
