@@ -3,8 +3,9 @@
 //! metrics.
 //!
 //! A pipeline's step (`Pipeline::poll`) reads its files into a batch, the caller ships the batch
-//! and then commits it (`Pipeline::commit`): file positions advance and the checkpoint is replaced only
-//! after the batch was acknowledged, so that a restart resumes after the last shipped line.
+//! and then commits it (`Pipeline::commit`): file positions advance and the checkpoint is
+//! replaced only after the batch was acknowledged, so that a restart resumes after the last
+//! shipped line.
 
 use std::future::Future;
 use std::path::Path;
