@@ -371,11 +371,17 @@ fn docker_names_come_from_the_daemon_when_configured() {
     let l = UnixListener::bind(&sock).unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = vec![0u8; 1024];
-        let n = s.read(&mut req).unwrap();
+        // The whole request first: closing a unix socket with unread bytes resets the peer.
+        let mut req = Vec::new();
+        let mut buf = [0u8; 256];
+        while !req.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "request cut short");
+            req.extend_from_slice(&buf[..n]);
+        }
         let body = r#"{"Name":"/web","Config":{"Image":"nginx"}}"#;
         write!(s, "HTTP/1.0 200 OK\r\n\r\n{body}").unwrap();
-        String::from_utf8_lossy(&req[..n]).into_owned()
+        String::from_utf8_lossy(&req).into_owned()
     });
     append(&f.docker(), &docker(1, "stdout", "hi\n"));
     let docker_cfg = DockerConfig {
