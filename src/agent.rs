@@ -1,6 +1,7 @@
 //! The node agent's components, started the same way by `sextant run` (in-process, shipping
 //! over the embedded bus) and by `sextant collector` (standalone, shipping to Kafka through the
-//! spool): the cgroup collector, the access-log pipeline and the collector's scrape jobs.
+//! spool): the cgroup collector, the access-log and container-log pipelines and the
+//! collector's scrape jobs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,18 @@ impl Agent {
                 collector::accesslog::AccessLog::open(&c.access_log, data_dir, SystemTime::now())
                     .context("opening the access-log pipeline")?;
             let producer = bus.producer().context("a bus producer for access logs")?;
+            tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
+        }
+        if c.container_logs.enabled {
+            let pipeline = collector::containerlog::ContainerLog::open(
+                &c.container_logs,
+                c.docker.as_ref(),
+                data_dir,
+            )
+            .context("opening the container-log pipeline")?;
+            let producer = bus
+                .producer()
+                .context("a bus producer for container logs")?;
             tasks.spawn(pipeline.run_on_bus(producer, stopping(stopped.clone())));
         }
         let producer = bus

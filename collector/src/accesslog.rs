@@ -17,22 +17,22 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus::proto::{Label, LogEntry, LogStream};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub mod config;
 pub mod format;
 mod metrics;
 pub mod parse;
 pub mod red;
-mod ship;
 
+pub use crate::pipeline::{BusLogsSink, LogsSink, MemoryLogsSink};
 pub use config::{AccessLogConfig, AccessLogSource, ParserConfig};
-pub use ship::{BusLogsSink, LogsSink, MemoryLogsSink};
 
+use crate::pipeline::{Pipeline, TailMetrics, until_sent};
 use crate::sink::Sink;
 use crate::source::SeriesGroup;
 use crate::tail::{FileId, FilePosition, Line, TailOptions, Tailer};
@@ -110,18 +110,7 @@ impl AccessLog {
     pub fn open(config: &AccessLogConfig, data_dir: &Path, now: SystemTime) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         let checkpoint_file = data_dir.join(&config.checkpoint_file);
-        if let Some(dir) = checkpoint_file.parent() {
-            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        }
-        let mut cp = match crate::tail::checkpoint::read_if_exists(&checkpoint_file)
-            .map_err(Error::io(&checkpoint_file))?
-        {
-            Some(bytes) => serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| Error::Io {
-                path: checkpoint_file.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?,
-            None => Checkpoint::default(),
-        };
+        let mut cp: Checkpoint = crate::pipeline::load_checkpoint(&checkpoint_file)?;
         if cp.version != CHECKPOINT_VERSION && !cp.sources.is_empty() {
             return Err(Error::Config(format!(
                 "access_log.checkpoint_file: {} has version {}, expected {CHECKPOINT_VERSION}",
@@ -234,13 +223,7 @@ impl AccessLog {
                     });
                 }
                 // A configured label of the same name gives way to the line's own.
-                labels.sort_by(|a, b| a.name.cmp(&b.name));
-                labels.dedup_by(|later, earlier| {
-                    later.name == earlier.name && {
-                        std::mem::swap(later, earlier);
-                        true
-                    }
-                });
+                crate::pipeline::sort_labels(&mut labels);
                 batch.streams.push(LogStream { labels, entries });
             }
             batch
@@ -291,12 +274,7 @@ impl AccessLog {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Io {
-            path: self.checkpoint_file.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        crate::tail::checkpoint::write_atomic(&self.checkpoint_file, &bytes)
-            .map_err(Error::io(&self.checkpoint_file))
+        crate::pipeline::save_checkpoint(&self.checkpoint_file, &cp)
     }
 
     /// [`AccessLog::run`] shipping lines to the bus's logs topic and RED samples to its metrics
@@ -311,93 +289,68 @@ impl AccessLog {
         self.run(logs, samples, shutdown).await;
     }
 
-    /// Polls, ships and commits until `shutdown` resolves: at once again while files have a
-    /// backlog, else just after each wall-clock second. A failed send is retried with back-off
-    /// (the files are the buffer meanwhile); nothing is read again until it succeeds.
+    /// Polls, ships and commits until `shutdown` resolves (see [`crate::pipeline`]):
+    /// lines to `logs`, RED samples to `samples`.
     pub async fn run(
-        mut self,
+        self,
         logs: Arc<dyn LogsSink>,
         samples: Arc<dyn Sink>,
         shutdown: impl Future<Output = ()>,
     ) {
-        tokio::pin!(shutdown);
-        let start = Instant::now();
-        loop {
-            let mono_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let joined = tokio::task::spawn_blocking(move || {
-                let b = self.poll(mono_ms, SystemTime::now());
-                (self, b)
-            })
-            .await;
-            let batch;
-            (self, batch) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "access-log poll task failed");
-                    return;
-                }
-            };
-            let more = batch.more;
-            if !batch.is_empty() {
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    () = ship(&batch, logs.as_ref(), samples.as_ref()) => {}
-                }
-                let joined = tokio::task::spawn_blocking(move || {
-                    let r = self.commit(&batch);
-                    (self, r)
-                })
-                .await;
-                let r;
-                (self, r) = match joined {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "access-log commit task failed");
-                        return;
-                    }
-                };
-                if let Err(e) = r {
-                    metrics::SHIP_ERRORS
-                        .with_label_values(&["checkpoint"])
-                        .inc();
-                    warn!(error = %e, "writing the access-log checkpoint failed");
-                }
+        let ship = move |batch: Batch| {
+            let (logs, samples) = (Arc::clone(&logs), Arc::clone(&samples));
+            async move {
+                ship(&batch, logs.as_ref(), samples.as_ref()).await;
+                batch
             }
-            if more {
-                continue;
-            }
-            // Just after the next wall-clock second.
-            let since = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_millis();
-            let wait = Duration::from_millis(u64::from(1000 - since.min(999)) + 5);
-            tokio::select! {
-                _ = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+        };
+        let checkpoint_errors = metrics::SHIP_ERRORS.with_label_values(&["checkpoint"]);
+        crate::pipeline::run(self, ship, shutdown, checkpoint_errors).await;
+    }
+}
+
+impl Pipeline for AccessLog {
+    type Batch = Batch;
+    const NAME: &'static str = "access_log";
+
+    fn poll(&mut self, mono_ms: u64, wall: SystemTime) -> Batch {
+        AccessLog::poll(self, mono_ms, wall)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<()> {
+        AccessLog::commit(self, batch)
+    }
+
+    fn is_empty(batch: &Batch) -> bool {
+        batch.is_empty()
+    }
+
+    fn more(batch: &Batch) -> bool {
+        batch.more
     }
 }
 
 /// Sends the batch's lines, then its samples, each retried with back-off until acknowledged.
 async fn ship(batch: &Batch, logs: &dyn LogsSink, samples: &dyn Sink) {
-    let mut backoff = Duration::from_millis(100);
     if !batch.streams.is_empty() {
-        while let Err(e) = logs.send(&batch.streams).await {
-            metrics::SHIP_ERRORS.with_label_values(&["logs"]).inc();
-            debug!(sink = logs.name(), error = %e, "sending access-log lines failed, retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        until_sent(
+            || logs.send(&batch.streams),
+            |e| {
+                metrics::SHIP_ERRORS.with_label_values(&["logs"]).inc();
+                debug!(sink = logs.name(), error = %e, "sending access-log lines failed, retrying");
+            },
+        )
+        .await;
     }
     if !batch.metrics.is_empty() {
-        while let Err(e) = samples.send(&batch.metrics).await {
-            metrics::SHIP_ERRORS.with_label_values(&["metrics"]).inc();
-            debug!(sink = samples.name(), error = %e, "sending RED samples failed, retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        until_sent(
+            || samples.send(&batch.metrics),
+            |e| {
+                metrics::SHIP_ERRORS.with_label_values(&["metrics"]).inc();
+                debug!(sink = samples.name(), error = %e, "sending RED samples failed, retrying");
+            },
+        )
+        .await;
     }
 }
 
@@ -439,28 +392,12 @@ fn record_poll(src: &SourceRt, stats: &crate::tail::PollStats, lines: u64, malfo
             .with_label_values(&[name, "malformed"])
             .inc_by(malformed);
     }
-    if stats.read.bytes > 0 {
-        metrics::BYTES
-            .with_label_values(&[name])
-            .inc_by(stats.read.bytes);
+    TailMetrics {
+        bytes: &metrics::BYTES,
+        events: &metrics::FILE_EVENTS,
+        files_open: &metrics::FILES_OPEN,
     }
-    for (event, n) in [
-        ("opened", stats.opened),
-        ("closed", stats.closed),
-        ("truncated", stats.truncations),
-        ("rewritten", stats.read.rewritten),
-        ("cut_line", stats.read.truncated_lines),
-        ("error", stats.errors),
-    ] {
-        if n > 0 {
-            metrics::FILE_EVENTS
-                .with_label_values(&[name, event])
-                .inc_by(n);
-        }
-    }
-    metrics::FILES_OPEN
-        .with_label_values(&[name])
-        .set(src.tailer.open_files() as i64);
+    .record(stats, src.tailer.open_files(), &[name]);
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

@@ -60,6 +60,8 @@ pub struct CollectorConfig {
     /// (`prometheus.yml`'s `global` and `scrape_configs`, and the `tenant` the samples are
     /// stored under); no job by default. See [`crate::scrape`].
     pub scrape: tsdb::scrape::ScrapeSection,
+    /// Container logs (kubelet's CRI files, Docker json-files) tailed into log lines.
+    pub container_logs: crate::containerlog::ContainerLogConfig,
 }
 
 impl Default for CollectorConfig {
@@ -73,6 +75,7 @@ impl Default for CollectorConfig {
             tenant: String::new(),
             kubelet: None,
             access_log: crate::accesslog::AccessLogConfig::default(),
+            container_logs: crate::containerlog::ContainerLogConfig::default(),
             docker: None,
             scrape: tsdb::scrape::ScrapeSection::default(),
         }
@@ -197,7 +200,10 @@ impl CollectorConfig {
         self.access_log
             .validate()
             .map_err(|e| format!("collector.{e}"))?;
-        self.scrape.validate(crate::scrape::SCRAPE_KEY)
+        self.scrape.validate(crate::scrape::SCRAPE_KEY)?;
+        self.container_logs
+            .validate()
+            .map_err(|e| format!("collector.{e}"))
     }
 }
 

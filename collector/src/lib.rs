@@ -17,14 +17,18 @@
 pub mod accesslog;
 pub mod cgroup;
 pub mod config;
+pub mod containerlog;
 mod error;
 mod metrics;
+pub mod pipeline;
 pub mod resolve;
 mod runner;
 pub mod scrape;
 mod sink;
 mod source;
 pub mod tail;
+#[cfg(test)]
+mod testutil;
 
 pub use config::{CollectorConfig, DockerConfig, KubeletConfig};
 pub use error::{Error, Result};

@@ -107,6 +107,7 @@ mod tests {
             .filter(|n| {
                 n.starts_with("sextant_collector_")
                     && !n.starts_with("sextant_collector_access_log_")
+                    && !n.starts_with("sextant_collector_container_log_")
             })
             .collect();
         assert_eq!(names.len(), 8, "{names:?}");

@@ -165,6 +165,18 @@ impl Tailer {
         }
     }
 
+    /// The generation and acknowledged position of `file`, if it is open.
+    pub fn position(&self, file: FileId) -> Option<(u64, u64)> {
+        self.files
+            .get(&file)
+            .map(|t| (t.state.generation, t.state.acked))
+    }
+
+    /// The paths of the files open now (a rotated file's is the path it was tailed as).
+    pub fn open_paths(&self) -> impl Iterator<Item = &Arc<Path>> {
+        self.files.values().map(|t| &t.state.path)
+    }
+
     /// The shipped positions of every open file, for the checkpoint.
     pub fn positions(&self) -> Vec<FilePosition> {
         self.files

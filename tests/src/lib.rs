@@ -92,6 +92,40 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitS
     }
 }
 
+/// Appends `text` to `path`, creating it.
+pub fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Every log batch on the logs topic of the embedded bus under `data_dir` (Sextant stopped), as
+/// consumer group `group` reads it.
+pub fn read_logs_topic(data_dir: &Path, group: &str) -> Result<Vec<bus::proto::LogsBatch>> {
+    use bus::Bus;
+    use prost::Message;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let bus = bus::embedded::EmbeddedBus::open(&data_dir.join("bus"), Default::default())?;
+        let mut c = bus.consumer(group, &[bus::Topic::Logs]).await?;
+        let mut batches = Vec::new();
+        loop {
+            let got = c.poll(1000, Duration::from_millis(500)).await?;
+            if got.is_empty() {
+                return Ok(batches);
+            }
+            for d in got {
+                batches.push(bus::proto::LogsBatch::decode(&d.payload[..])?);
+            }
+        }
+    })
+}
+
 /// A running `sextant run`, killed when dropped.
 #[derive(Debug)]
 pub struct Sextant {
@@ -148,6 +182,15 @@ impl Sextant {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the process with SIGTERM and fails unless it exits successfully within 30 s.
+    pub fn stop(mut self) -> Result<()> {
+        signal(&self.child, libc::SIGTERM)?;
+        match wait_timeout(&mut self.child, Duration::from_secs(30))? {
+            Some(status) if status.success() => Ok(()),
+            status => bail!("sextant exited with {status:?}:\n{}", self.stderr()),
+        }
     }
 
     /// What the process wrote to stderr so far.

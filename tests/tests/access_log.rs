@@ -7,9 +7,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bus::proto::LogsBatch;
-use bus::{Bus, Topic};
-use prost::Message;
 use serde_json::Value;
 use tests::Sextant;
 use tests::nginx::Nginx;
@@ -49,7 +46,7 @@ fn nginx_requests_counted_exactly_and_lines_shipped_once() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut s = Sextant::start(&data, &["--config", config.to_str().unwrap()]).unwrap();
+    let s = Sextant::start(&data, &["--config", config.to_str().unwrap()]).unwrap();
 
     let http = reqwest::blocking::Client::new();
     for i in 0..N {
@@ -82,32 +79,16 @@ fn nginx_requests_counted_exactly_and_lines_shipped_once() {
     assert_eq!(counted, Some(handled), "sextant log:\n{}", s.stderr());
 
     // Stop Sextant, then read its logs topic as a consumer would.
-    tests::signal(&s.child, libc::SIGTERM).unwrap();
-    tests::wait_timeout(&mut s.child, Duration::from_secs(30)).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let seen = rt.block_on(async {
-        let bus = bus::embedded::EmbeddedBus::open(&data.join("bus"), Default::default()).unwrap();
-        let mut c = bus
-            .consumer("access-log-test", &[Topic::Logs])
-            .await
-            .unwrap();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        loop {
-            let got = c.poll(1000, Duration::from_millis(500)).await.unwrap();
-            if got.is_empty() {
-                break;
-            }
-            for d in got {
-                for stream in LogsBatch::decode(&d.payload[..]).unwrap().streams {
-                    for e in stream.entries {
-                        let tid = e.fields.iter().find(|f| f.name == "trace_id").unwrap();
-                        *seen.entry(tid.value.clone()).or_default() += 1;
-                    }
-                }
+    s.stop().unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for batch in tests::read_logs_topic(&data, "access-log-test").unwrap() {
+        for stream in batch.streams {
+            for e in stream.entries {
+                let tid = e.fields.iter().find(|f| f.name == "trace_id").unwrap();
+                *seen.entry(tid.value.clone()).or_default() += 1;
             }
         }
-        seen
-    });
+    }
     assert_eq!(seen.values().sum::<usize>(), N, "lines on the logs topic");
     for i in 0..N {
         assert_eq!(seen.get(&trace_id(i)), Some(&1), "request {i}");

@@ -239,11 +239,7 @@ impl AccessLogConfig {
                     .map_err(|e| format!("{key}.parsers[{j}]: {e}"))?;
             }
             for l in s.labels.keys() {
-                let ok = l.chars().enumerate().all(|(k, c)| {
-                    c == '_' || c.is_ascii_alphabetic() || (k > 0 && c.is_ascii_digit())
-                }) && !l.is_empty()
-                    && !l.starts_with("__");
-                if !ok {
+                if !crate::pipeline::valid_label_name(l) {
                     return Err(format!("{key}.labels: {l:?} is not a valid label name"));
                 }
             }
@@ -267,15 +263,7 @@ mod tests {
     /// The example in this module's documentation is a valid section.
     #[test]
     fn the_documented_example_parses_and_validates() {
-        let doc: String = include_str!("config.rs")
-            .lines()
-            .filter_map(|l| l.strip_prefix("//!"))
-            .map(|l| l.strip_prefix(' ').unwrap_or(l))
-            .skip_while(|l| !l.starts_with("```yaml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("```"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let doc = crate::testutil::documented_yaml(include_str!("config.rs"));
         let v: BTreeMap<String, AccessLogConfig> = serde_yaml_ng::from_str(&doc).unwrap();
         let c = &v["access_log"];
         assert!(c.validate().is_ok(), "{:?}", c.validate());

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::testutil::append;
 
 fn opts(dir: &Path, pattern: &str) -> TailOptions {
     TailOptions {
@@ -15,15 +16,6 @@ fn opts(dir: &Path, pattern: &str) -> TailOptions {
         max_line_bytes: 64 * 1024,
         max_read_bytes: 1 << 20,
     }
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Polls once at `now_ms`, acknowledges everything and returns the lines' texts.

@@ -1,5 +1,5 @@
-//! Where access-log lines go: the bus's logs topic, or memory in tests. (RED samples go through
-//! the collector's metrics [`crate::Sink`].)
+//! Where the file pipelines' log lines go: the bus's logs topic, or memory in tests. (Samples
+//! go through the collector's metrics [`crate::Sink`].)
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
