@@ -16,8 +16,8 @@ use std::io;
 use std::sync::Arc;
 
 pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
-pub(crate) use index::SeriesId;
-use index::{Index, Symbols};
+pub(crate) use index::{Index, SeriesId};
+use index::Symbols;
 use series::Placed;
 pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
@@ -58,6 +58,9 @@ pub(crate) struct Head {
     /// per-series time checks.
     min_t: i64,
     max_t: i64,
+    /// Samples before this are in blocks: appends of older ones are refused (too old), as
+    /// Prometheus refuses samples before the head ("out of bounds").
+    min_valid: i64,
 }
 
 /// A 64-bit hash of a label set (xxh3 of its names and values with separators).
@@ -128,7 +131,64 @@ impl Head {
             per_metric: HashMap::new(),
             min_t: i64::MAX,
             max_t: i64::MIN,
+            min_valid: i64::MIN,
         }
+    }
+
+    /// The oldest time the head accepts (the end of the newest block).
+    pub(crate) fn min_valid(&self) -> i64 {
+        self.min_valid
+    }
+
+    /// Refuses samples before `t` from now on (a block covering them is being written).
+    pub(crate) fn set_min_valid(&mut self, t: i64) {
+        self.min_valid = self.min_valid.max(t);
+    }
+
+    /// Removes every sample before `t` (now in a block); returns how many series were
+    /// removed. A chunk straddling `t` is rewritten without the older samples; on a read
+    /// error that series keeps them (reads de-duplicate them with the block's) and the
+    /// error is returned after the others.
+    pub(crate) fn truncate_before(&mut self, t: i64) -> (usize, io::Result<()>) {
+        self.set_min_valid(t);
+        let mut emptied = Vec::new();
+        let mut error = None;
+        for (i, s) in self.series.iter_mut().enumerate() {
+            let Some(s) = s else { continue };
+            if s.min_time().is_none_or(|m| m >= t) {
+                continue;
+            }
+            match s.truncate_exact(&self.store, t) {
+                Ok(true) => emptied.push(i as SeriesId),
+                Ok(false) => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        let n = emptied.len();
+        for id in emptied {
+            self.remove_series(id);
+        }
+        if n > 0 {
+            self.symbols.gc();
+        }
+        if error.is_none() {
+            self.min_t = self.min_t.max(t);
+        }
+        (n, error.map_or(Ok(()), Err))
+    }
+
+    /// Every series with samples before `maxt`, sorted by labels, with what reading them
+    /// needs (for cutting a block without the head's lock).
+    pub(crate) fn snapshots_before(&self, maxt: i64) -> Vec<(Labels, Snapshot)> {
+        let mut out: Vec<(Labels, Snapshot)> = self
+            .iter_series()
+            .filter(|(_, s)| s.min_time().is_some_and(|m| m < maxt))
+            .map(|(_, s)| (s.labels.clone(), s.snapshot(i64::MIN, maxt - 1)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     pub(crate) fn num_series(&self) -> usize {
@@ -185,6 +245,16 @@ impl Head {
             }
             let mut id = self.lookup(&s.labels);
             for p in &s.samples {
+                if p.t < self.min_valid {
+                    out.report.reject(RejectReason::TooOld, || {
+                        format!(
+                            "sample of {} at {} is older than the head, whose older data is \
+                             in immutable blocks (before {})",
+                            s.labels, p.t, self.min_valid
+                        )
+                    });
+                    continue;
+                }
                 if p.t < too_old_before {
                     out.report.reject(RejectReason::TooOld, || {
                         format!(
@@ -347,6 +417,10 @@ impl Head {
 
     /// Replays a stored sample (accepted before: no checks).
     pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) {
+        if s.t < self.min_valid {
+            // Already in a block (the WAL outlived a cut that crashed before its checkpoint).
+            return;
+        }
         if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
             if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
                 tracing::error!(error = %e, series = %series.labels, "tsdb: replaying a sample failed");

@@ -1,6 +1,8 @@
 //! [`DiskTenants`]: one persistent [`Tsdb`] per tenant under `<data>/tsdb/<tenant>/`, opened at
-//! start for every tenant on disk, created on a tenant's first use, checkpointed periodically
-//! by a background thread and on [`DiskTenants::close`].
+//! start for every tenant on disk, created on a tenant's first use, and maintained by a
+//! background thread: every minute (or checkpoint interval, if shorter) it cuts heads into
+//! blocks, applies block retention and compacts; every checkpoint interval it checkpoints and
+//! enforces the size limit. [`DiskTenants::close`] checkpoints.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,7 +95,7 @@ impl DiskTenants {
             let every = cfg.wal.checkpoint_interval;
             let size = cfg.retention.size.as_u64();
             std::thread::Builder::new()
-                .name("tsdb-checkpoint".into())
+                .name("tsdb-maintenance".into())
                 .spawn(move || checkpoint_loop(&stores, &stop, every, size))
                 .map_err(TsdbError::io(&root))?
         };
@@ -175,18 +177,23 @@ impl Drop for DiskTenants {
     }
 }
 
+/// How often heads are checked for a cut and blocks for compaction.
+const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn checkpoint_loop(
     stores: &RwLock<HashMap<String, Arc<Tsdb>>>,
     stop: &Stop,
     every: std::time::Duration,
     size: u64,
 ) {
+    let tick = every.min(MAINTENANCE_EVERY);
+    let mut last_checkpoint = std::time::Instant::now();
     loop {
         {
             let stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
             let (stopped, _) = stop
                 .wake
-                .wait_timeout_while(stopped, every, |s| !*s)
+                .wait_timeout_while(stopped, tick, |s| !*s)
                 .unwrap_or_else(|e| e.into_inner());
             if *stopped {
                 return;
@@ -198,6 +205,15 @@ fn checkpoint_loop(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        for (tenant, db) in &all {
+            if let Err(e) = db.maintain() {
+                tracing::error!(tenant = %tenant, error = %e, "tsdb: block maintenance failed");
+            }
+        }
+        if last_checkpoint.elapsed() < every {
+            continue;
+        }
+        last_checkpoint = std::time::Instant::now();
         for (tenant, db) in &all {
             if let Err(e) = db.checkpoint() {
                 tracing::error!(tenant = %tenant, error = %e, "tsdb: checkpoint failed");
