@@ -415,11 +415,11 @@ impl Head {
         }
     }
 
-    /// Replays a stored sample (accepted before: no checks).
-    pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) {
+    /// Replays a stored sample (accepted before: no checks); returns false for a sample
+    /// already in a block (the WAL outlived a cut that crashed before its checkpoint).
+    pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) -> bool {
         if s.t < self.min_valid {
-            // Already in a block (the WAL outlived a cut that crashed before its checkpoint).
-            return;
+            return false;
         }
         if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
             if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
@@ -428,6 +428,7 @@ impl Head {
             self.min_t = self.min_t.min(s.t);
             self.max_t = self.max_t.max(s.t);
         }
+        true
     }
 
     /// Removes series without samples (a replayed series record whose samples were torn off).

@@ -108,6 +108,7 @@ impl Tsdb {
             first_segment = *seg;
         }
         let mut replayed = 0u64;
+        let mut in_blocks = 0u64;
         let wal = Wal::open(
             &dir.join("wal"),
             cfg.wal.segment_size.as_u64(),
@@ -122,7 +123,9 @@ impl Tsdb {
                     }
                     Record::Samples(s) => {
                         for (id, p) in s {
-                            head.apply_sample(id, p);
+                            if !head.apply_sample(id, p) {
+                                in_blocks += 1;
+                            }
                         }
                     }
                     Record::Delete { ids, mint, maxt } => {
@@ -133,9 +136,12 @@ impl Tsdb {
                 }
             },
         )?;
+        // A crash between writing a block and checkpointing the truncated head left its
+        // samples in the checkpoint or WAL too: they are dropped, and a checkpoint makes that
+        // durable (a later compaction may remove the block, and with it the bound).
+        let stale_head =
+            in_blocks > 0 || persisted.is_some_and(|t| head.usage().0.is_some_and(|m| m < t));
         if let Some(t) = persisted {
-            // A crash between writing a block and checkpointing the truncated head left its
-            // samples in the checkpoint too.
             if let (_, Err(e)) = head.truncate_before(t) {
                 return Err(TsdbError::io(dir)(e));
             }
@@ -167,6 +173,9 @@ impl Tsdb {
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;
+        if stale_head {
+            db.checkpoint()?;
+        }
         Ok(db)
     }
 

@@ -433,3 +433,6 @@ impl Tsdb {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
