@@ -333,16 +333,16 @@ mod tests {
     fn block_ranges_grow_by_three_up_to_a_tenth_of_retention() {
         let c = TsdbConfig::default();
         // 15 d retention: at most 1.5 d, so 2 h, 6 h, 18 h.
-        assert_eq!(
-            c.block_ranges(),
-            [2, 6, 18].map(|h| h * 3_600_000).to_vec()
-        );
-        let c: TsdbConfig =
-            serde_yaml_ng::from_str("blocks: {range: 1h, max_range: 9h}").unwrap();
+        assert_eq!(c.block_ranges(), [2, 6, 18].map(|h| h * 3_600_000).to_vec());
+        let c: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 1h, max_range: 9h}").unwrap();
         c.validate().unwrap();
         assert_eq!(c.block_ranges(), [1, 3, 9].map(|h| h * 3_600_000).to_vec());
         let bad: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 10s}").unwrap();
-        assert!(bad.validate().unwrap_err().starts_with("tsdb.blocks.range: "));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.blocks.range: ")
+        );
         let bad: TsdbConfig =
             serde_yaml_ng::from_str("blocks: {range: 2h, max_range: 1h}").unwrap();
         assert!(

@@ -16,8 +16,8 @@ use std::io;
 use std::sync::Arc;
 
 pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
-pub(crate) use index::{Index, SeriesId};
 use index::Symbols;
+pub(crate) use index::{Index, SeriesId};
 use series::Placed;
 pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 

@@ -299,7 +299,7 @@ mod tests {
 mod disk_tests {
     use super::*;
     use crate::labels::Labels;
-    use crate::storage::{MatchOp, Matcher, Queryable, Sample, SeriesSamples};
+    use crate::storage::{Appendable, MatchOp, Matcher, Queryable, Sample, SeriesSamples};
 
     fn write(t: &DiskTenants, org: &str, name: &str) {
         let batch = [SeriesSamples {
@@ -359,6 +359,46 @@ mod disk_tests {
                 "the newest stays"
             );
         }
+    }
+
+    #[test]
+    fn size_retention_drops_the_oldest_blocks_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+        let db = t.store("a").unwrap();
+        // 24 h at 15 s for 20 series, cut into 2 h blocks.
+        for h in 0..24i64 {
+            let batch: Vec<SeriesSamples> = (0..20)
+                .map(|i| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]),
+                    samples: (h * 240..(h + 1) * 240)
+                        .map(|k| Sample {
+                            t: k * 15_000,
+                            v: (k * 17 % 1000) as f64,
+                        })
+                        .collect(),
+                })
+                .collect();
+            db.append(&batch).unwrap();
+            db.maintain().unwrap();
+        }
+        let blocks_before = db.blocks();
+        assert!(blocks_before.len() >= 2, "{}", blocks_before.len());
+        let all = vec![("a".to_owned(), db.clone())];
+        let before = db.usage().unwrap().1;
+        enforce_size(&all, before * 3 / 4).unwrap();
+        let (min, after) = db.usage().unwrap();
+        assert!(after <= before * 3 / 4, "{after} > {}", before * 3 / 4);
+        // Whole blocks went, oldest first: what is left starts at a block boundary.
+        let left = db.blocks();
+        assert!(left.len() < blocks_before.len());
+        assert_eq!(min, left.first().map(|b| b.min_t()));
+        assert!(!blocks_before[0].dir().exists());
+        let m = Matcher::new(MatchOp::Equal, "__name__", "m").unwrap();
+        let got = db.select(&[m], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(got.len(), 20);
+        assert_eq!(Some(got[0].samples[0].t), min);
+        assert_eq!(got[0].samples.last().unwrap().t, (24 * 240 - 1) * 15_000);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::storage::{
     AppendReport, Appendable, Matcher, Queryable, Sample, SeriesSamples, StorageError, Store,
     StoreStats,
 };
-use block::Block;
 use crate::wal::{self, Record, Wal, WalError};
+use block::Block;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TsdbError {
@@ -141,10 +141,10 @@ impl Tsdb {
         // durable (a later compaction may remove the block, and with it the bound).
         let stale_head =
             in_blocks > 0 || persisted.is_some_and(|t| head.usage().0.is_some_and(|m| m < t));
-        if let Some(t) = persisted {
-            if let (_, Err(e)) = head.truncate_before(t) {
-                return Err(TsdbError::io(dir)(e));
-            }
+        if let Some(t) = persisted
+            && let (_, Err(e)) = head.truncate_before(t)
+        {
+            return Err(TsdbError::io(dir)(e));
         }
         head.drop_empty_series();
         crate::metrics::HEAD_SERIES.add(head.num_series() as i64);

@@ -352,9 +352,13 @@ impl MemSeries {
         if let Some(first) = self.closed.get(n)
             && first.min_t < t
         {
-            let kept: Vec<Sample> = first.samples(store)?.into_iter().filter(|s| s.t >= t).collect();
-            let replaced = (!kept.is_empty())
-                .then(|| ClosedChunk::new(&Chunk::from_samples(&kept), store));
+            let kept: Vec<Sample> = first
+                .samples(store)?
+                .into_iter()
+                .filter(|s| s.t >= t)
+                .collect();
+            let replaced =
+                (!kept.is_empty()).then(|| ClosedChunk::new(&Chunk::from_samples(&kept), store));
             self.closed.drain(..n);
             match replaced {
                 Some(c) => self.closed[0] = c,

@@ -63,10 +63,9 @@ impl Block {
     /// Opens a block directory (reads its meta, index and tombstones).
     pub(crate) fn open(dir: &Path) -> Result<Block, TsdbError> {
         let meta_path = dir.join(META_FILE);
-        let meta: BlockMeta = serde_json::from_slice(
-            &fs::read(&meta_path).map_err(TsdbError::io(&meta_path))?,
-        )
-        .map_err(|e| corrupt(dir, &format!("meta.json: {e}")))?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&fs::read(&meta_path).map_err(TsdbError::io(&meta_path))?)
+                .map_err(|e| corrupt(dir, &format!("meta.json: {e}")))?;
         let index_path = dir.join(INDEX_FILE);
         let (series, index) =
             index::decode(&fs::read(&index_path).map_err(TsdbError::io(&index_path))?)

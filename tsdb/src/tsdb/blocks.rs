@@ -49,13 +49,16 @@ pub(crate) fn open_all(dir: &Path) -> Result<Vec<Arc<Block>>, TsdbError> {
     let mut kept = Vec::with_capacity(blocks.len());
     for b in blocks {
         if superseded.contains(b.id()) {
-            tracing::info!(block = b.id(), "tsdb: removing a block its compaction replaced");
+            tracing::info!(
+                block = b.id(),
+                "tsdb: removing a block its compaction replaced"
+            );
             fs::remove_dir_all(b.dir()).map_err(TsdbError::io(b.dir()))?;
         } else {
             kept.push(b);
         }
     }
-    kept.sort_by(|a, b| (a.min_t(), a.max_t()).cmp(&(b.min_t(), b.max_t())));
+    kept.sort_by_key(|b| (b.min_t(), b.max_t()));
     Ok(kept)
 }
 
@@ -84,15 +87,21 @@ impl Tsdb {
 
     /// The blocks, oldest first.
     pub(crate) fn blocks(&self) -> Vec<Arc<Block>> {
-        self.blocks.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Changes the block list, keeping the block metrics right.
     fn update_blocks(&self, f: impl FnOnce(&mut Vec<Arc<Block>>)) {
         let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
-        let (n, bytes) = (blocks.len() as i64, blocks.iter().map(|b| b.size()).sum::<u64>());
+        let (n, bytes) = (
+            blocks.len() as i64,
+            blocks.iter().map(|b| b.size()).sum::<u64>(),
+        );
         f(&mut blocks);
-        blocks.sort_by(|a, b| (a.min_t(), a.max_t()).cmp(&(b.min_t(), b.max_t())));
+        blocks.sort_by_key(|b| (b.min_t(), b.max_t()));
         crate::metrics::BLOCKS_LOADED.add(blocks.len() as i64 - n);
         crate::metrics::BLOCKS_BYTES
             .add(blocks.iter().map(|b| b.size()).sum::<u64>() as i64 - bytes as i64);

@@ -437,4 +437,3 @@ fn concurrent_appends_reads_and_checkpoints() {
         assert_eq!(s.samples.len(), 300 - deleted, "{}", s.labels);
     }
 }
-

@@ -11,10 +11,8 @@ fn series_strategy() -> impl Strategy<Value = Vec<(Labels, Vec<Sample>)>> {
     proptest::collection::vec(one, 0..12).prop_map(|v| {
         let mut m: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
         for (name, job, samples) in v {
-            let labels = Labels::from_pairs([
-                ("__name__", format!("m{name}")),
-                ("job", format!("j{job}")),
-            ]);
+            let labels =
+                Labels::from_pairs([("__name__", format!("m{name}")), ("job", format!("j{job}"))]);
             m.insert(
                 labels,
                 samples.into_iter().map(|(t, v)| Sample { t, v }).collect(),
@@ -91,10 +89,16 @@ fn tombstones_hide_samples_and_survive_reopen() {
     // Already covered: nothing new is written.
     assert_eq!(b.delete(std::slice::from_ref(&m), 120, 130).unwrap(), 0);
     let b = Block::open(b.dir()).unwrap();
-    let got = b.select(std::slice::from_ref(&m), i64::MIN, i64::MAX).unwrap();
+    let got = b
+        .select(std::slice::from_ref(&m), i64::MIN, i64::MAX)
+        .unwrap();
     assert_eq!(got[0].1.len(), 200);
     assert!(got[0].1.iter().all(|s| s.t < 100 || s.t > 199));
-    assert!(b.series_in(std::slice::from_ref(&m), 100, 199).unwrap().is_empty());
+    assert!(
+        b.series_in(std::slice::from_ref(&m), 100, 199)
+            .unwrap()
+            .is_empty()
+    );
     assert!(!b.fully_deleted());
     let all = Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap();
     b.delete(&[all], i64::MIN, i64::MAX).unwrap();

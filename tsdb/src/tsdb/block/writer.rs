@@ -35,7 +35,9 @@ impl BlockWriter {
         fs::create_dir_all(&tmp).map_err(TsdbError::io(&tmp))?;
         let path = tmp.join(CHUNKS_FILE);
         let mut chunks = BufWriter::new(File::create(&path).map_err(TsdbError::io(&path))?);
-        chunks.write_all(CHUNKS_MAGIC).map_err(TsdbError::io(&path))?;
+        chunks
+            .write_all(CHUNKS_MAGIC)
+            .map_err(TsdbError::io(&path))?;
         Ok(BlockWriter {
             blocks_dir: blocks_dir.to_path_buf(),
             id,
@@ -63,7 +65,10 @@ impl BlockWriter {
                 .map_err(|_| TsdbError::io(&path)(std::io::Error::other("chunk too large")))?;
             self.chunks
                 .write_all(&bytes)
-                .and_then(|()| self.chunks.write_all(&crc32fast::hash(&bytes).to_le_bytes()))
+                .and_then(|()| {
+                    self.chunks
+                        .write_all(&crc32fast::hash(&bytes).to_le_bytes())
+                })
                 .map_err(TsdbError::io(&path))?;
             metas.push(ChunkMeta {
                 min_t: part[0].t,

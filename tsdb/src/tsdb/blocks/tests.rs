@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{BlocksConfig, RetentionRule, TsdbConfig};
-use crate::storage::{
-    Appendable, MatchOp, Matcher, Queryable, RejectReason, SeriesSamples, Store,
-};
+use crate::storage::{Appendable, MatchOp, Matcher, Queryable, RejectReason, SeriesSamples, Store};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -62,7 +60,10 @@ fn a_cut_moves_the_oldest_range_into_a_block_and_restarts_keep_it_once() {
     assert_eq!(db.cut().unwrap(), 2);
     let blocks = db.blocks();
     assert_eq!(
-        blocks.iter().map(|b| (b.min_t(), b.max_t())).collect::<Vec<_>>(),
+        blocks
+            .iter()
+            .map(|b| (b.min_t(), b.max_t()))
+            .collect::<Vec<_>>(),
         [(0, 2 * HOUR), (2 * HOUR, 4 * HOUR)]
     );
     assert_eq!(blocks[0].meta().stats.num_samples, 5 * 480);
@@ -222,7 +223,11 @@ fn retention_removes_expired_blocks_and_applies_rules() {
     assert_eq!(m[0].samples[0].t, 24 * HOUR);
     // `short` keeps 6 h: its series are gone from blocks whose samples are all older.
     let s = all(&db, "short");
-    assert!(s[0].samples[0].t >= 42 * HOUR - 2 * HOUR, "{}", s[0].samples[0].t);
+    assert!(
+        s[0].samples[0].t >= 42 * HOUR - 2 * HOUR,
+        "{}",
+        s[0].samples[0].t
+    );
     // Compaction materialises the rule's tombstones; reads stay the same.
     db.compact().unwrap();
     assert!(db.blocks().iter().all(|b| !b.has_tombstones()));
