@@ -140,6 +140,10 @@ pub struct BlocksConfig {
     /// 0: 10 % of `tsdb.retention.time` (at most 31 days), as Prometheus.
     #[serde(with = "humantime_serde")]
     pub max_range: Duration,
+    /// Downsampling of old blocks (VictoriaMetrics's `-downsampling.period`): a block whose
+    /// samples are all older than `age` (behind the newest sample) is rewritten at
+    /// `resolution`, replacing its raw samples. Off by default (it discards data).
+    pub downsampling: Vec<Downsampling>,
 }
 
 impl Default for BlocksConfig {
@@ -147,8 +151,19 @@ impl Default for BlocksConfig {
         BlocksConfig {
             range: Duration::from_secs(2 * 3600),
             max_range: Duration::ZERO,
+            downsampling: Vec::new(),
         }
     }
+}
+
+/// One `tsdb.blocks.downsampling` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downsampling {
+    #[serde(with = "humantime_serde")]
+    pub age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub resolution: Duration,
 }
 
 /// `tsdb.limits`: per-tenant limits (Mimir's names and label defaults). 0 disables a series
@@ -217,6 +232,22 @@ impl TsdbConfig {
         if !self.blocks.max_range.is_zero() && self.blocks.max_range < self.blocks.range {
             return Err("tsdb.blocks.max_range: shorter than tsdb.blocks.range".to_owned());
         }
+        let mut last = (Duration::ZERO, Duration::ZERO);
+        for (i, d) in self.blocks.downsampling.iter().enumerate() {
+            let key = format!("tsdb.blocks.downsampling[{i}]");
+            if d.resolution < Duration::from_secs(1) {
+                return Err(format!("{key}.resolution: shorter than 1s"));
+            }
+            if d.age < d.resolution {
+                return Err(format!("{key}.age: shorter than its resolution"));
+            }
+            if d.age <= last.0 || d.resolution <= last.1 {
+                return Err(format!(
+                    "{key}: ages and resolutions must grow from one entry to the next"
+                ));
+            }
+            last = (d.age, d.resolution);
+        }
         let l = &self.limits;
         for (key, v) in [
             ("max_label_name_length", l.max_label_name_length),
@@ -262,6 +293,15 @@ impl TsdbConfig {
             r = next;
         }
         out
+    }
+
+    /// Downsampling as (age, resolution) in milliseconds, by growing age.
+    pub(crate) fn downsampling_ms(&self) -> Vec<(i64, i64)> {
+        self.blocks
+            .downsampling
+            .iter()
+            .map(|d| (ms(d.age), ms(d.resolution).max(1)))
+            .collect()
     }
 
     /// The valid retention rules as matchers and milliseconds.
@@ -337,6 +377,21 @@ mod tests {
         let c: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 1h, max_range: 9h}").unwrap();
         c.validate().unwrap();
         assert_eq!(c.block_ranges(), [1, 3, 9].map(|h| h * 3_600_000).to_vec());
+        let c: TsdbConfig = serde_yaml_ng::from_str(
+            "blocks: {downsampling: [{age: 30d, resolution: 5m}, {age: 180d, resolution: 1h}]}",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.downsampling_ms()[1], (180 * 86_400_000, 3_600_000));
+        let bad: TsdbConfig = serde_yaml_ng::from_str(
+            "blocks: {downsampling: [{age: 30d, resolution: 1h}, {age: 180d, resolution: 5m}]}",
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.blocks.downsampling[1]: ")
+        );
         let bad: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 10s}").unwrap();
         assert!(
             bad.validate()

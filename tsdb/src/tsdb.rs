@@ -9,6 +9,7 @@
 pub(crate) mod block;
 mod blocks;
 mod checkpoint;
+mod downsample;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ pub struct Tsdb {
     /// Retention in milliseconds and per-metric rules, for blocks.
     retention: i64,
     rules: Vec<(Vec<Matcher>, i64)>,
+    /// `tsdb.blocks.downsampling` as (age, resolution) milliseconds.
+    downsampling: Vec<(i64, i64)>,
 }
 
 impl Tsdb {
@@ -170,6 +173,7 @@ impl Tsdb {
             block_ranges: cfg.block_ranges(),
             retention: cfg.retention_ms(),
             rules: cfg.retention_rules(),
+            downsampling: cfg.downsampling_ms(),
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;

@@ -109,7 +109,11 @@ impl Tsdb {
 
     /// Adds `add` and removes the blocks `ids` in one step (readers see either list), then
     /// deletes the removed blocks' directories.
-    fn replace_blocks(&self, add: Option<Arc<Block>>, ids: &[String]) -> Result<(), TsdbError> {
+    pub(crate) fn replace_blocks(
+        &self,
+        add: Option<Arc<Block>>,
+        ids: &[String],
+    ) -> Result<(), TsdbError> {
         let mut gone = Vec::new();
         self.update_blocks(|blocks| {
             blocks.extend(add);
@@ -246,11 +250,15 @@ impl Tsdb {
             && let Some(newest_start) = blocks.last().map(|b| b.min_t())
         {
             for &r in &self.block_ranges[1..] {
-                let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+                // Blocks of one resolution only: raw and downsampled data are not mixed.
+                let mut windows: BTreeMap<(i64, i64), Vec<Arc<Block>>> = BTreeMap::new();
                 for b in older {
                     let w = b.min_t().div_euclid(r).saturating_mul(r);
                     if b.max_t() <= w.saturating_add(r) {
-                        windows.entry(w).or_default().push(b.clone());
+                        windows
+                            .entry((w, b.meta().resolution))
+                            .or_default()
+                            .push(b.clone());
                     }
                 }
                 for (_, g) in windows {
@@ -341,7 +349,7 @@ impl Tsdb {
                     sources,
                     parents: parents.clone(),
                 },
-                0,
+                group.iter().map(|b| b.meta().resolution).max().unwrap_or(0),
             )?))
         };
         self.replace_blocks(out.clone(), &parents)?;
@@ -434,10 +442,12 @@ impl Tsdb {
         self.replace_blocks(None, &ids)
     }
 
-    /// The background work of a round: cut the head, apply block retention, compact.
+    /// The background work of a round: cut the head, apply block retention, downsample old
+    /// blocks, compact.
     pub fn maintain(&self) -> Result<(), TsdbError> {
         self.cut()?;
         self.apply_block_retention()?;
+        self.downsample()?;
         self.compact()?;
         Ok(())
     }

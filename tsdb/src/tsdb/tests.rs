@@ -86,6 +86,7 @@ fn block_cfg() -> TsdbConfig {
         blocks: crate::config::BlocksConfig {
             range: std::time::Duration::from_millis(100),
             max_range: std::time::Duration::from_millis(900),
+            downsampling: Vec::new(),
         },
         ..TsdbConfig::default()
     }

@@ -13,6 +13,7 @@ fn cfg() -> TsdbConfig {
         blocks: BlocksConfig {
             range: Duration::from_secs(2 * 3600),
             max_range: Duration::ZERO,
+            downsampling: Vec::new(),
         },
         ..TsdbConfig::default()
     }
