@@ -179,6 +179,38 @@ impl Head {
         (n, error.map_or(Ok(()), Err))
     }
 
+    /// The closed chunks stored in chunk files before `file`.
+    pub(crate) fn disk_chunks_before(&self, file: u32) -> Vec<(SeriesId, DiskRef)> {
+        let mut out = Vec::new();
+        for (id, s) in self.iter_series() {
+            for c in &s.closed {
+                if let ChunkData::Disk(r) = c.data
+                    && r.file < file
+                {
+                    out.push((id, r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Points closed chunks copied elsewhere at their copy, if they are still where they
+    /// were copied from (a delete or merge may have replaced them meanwhile).
+    pub(crate) fn relocate(&mut self, moved: &[(SeriesId, DiskRef, DiskRef)]) {
+        for (id, from, to) in moved {
+            let Some(s) = self.series.get_mut(*id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(c) = s
+                .closed
+                .iter_mut()
+                .find(|c| matches!(c.data, ChunkData::Disk(r) if r == *from))
+            {
+                c.data = ChunkData::Disk(*to);
+            }
+        }
+    }
+
     /// Every series with samples before `maxt`, sorted by labels, with what reading them
     /// needs (for cutting a block without the head's lock).
     pub(crate) fn snapshots_before(&self, maxt: i64) -> Vec<(Labels, Snapshot)> {
@@ -448,7 +480,7 @@ impl Head {
         self.index.select(matchers)
     }
 
-    /// Deletes samples in `mint..=maxt` of the series `ids`; series left empty are removed.
+    /// Deletes samples in `mint..=maxt` of the series `ids`; series it empties are removed.
     /// A read error leaves the failing series unchanged and is returned after the others.
     pub(crate) fn apply_delete(
         &mut self,
@@ -460,10 +492,13 @@ impl Head {
         let mut error = None;
         for id in ids {
             if let Some(series) = self.series.get_mut(*id as usize).and_then(Option::as_mut) {
+                // A series empty before (in a replay, its samples were in a block) stays: later
+                // records may add samples under its id.
+                let was_empty = series.is_empty();
                 if let Err(e) = series.delete(&self.store, mint, maxt) {
                     error.get_or_insert(e);
                 }
-                if series.is_empty() {
+                if !was_empty && series.is_empty() {
                     emptied.push(*id);
                 }
             }

@@ -358,10 +358,15 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        let (snapshots, store) = {
+        let store;
+        let _pin;
+        let snapshots;
+        {
             let head = self.read();
-            (head.snapshots(matchers, mint, maxt), head.store())
-        };
+            store = head.store();
+            snapshots = head.snapshots(matchers, mint, maxt);
+            _pin = store.pin();
+        }
         let blocks = self.blocks_in(mint, maxt);
         let mut out = Vec::with_capacity(snapshots.len());
         if blocks.is_empty() {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::block::{Block, BlockWriter, Compaction, TMP_SUFFIX};
 use super::{Tsdb, TsdbError};
-use crate::head::SeriesId;
+use crate::head::{ChunkData, SeriesId};
 use crate::labels::Labels;
 use crate::storage::Sample;
 
@@ -163,6 +163,7 @@ impl Tsdb {
                 }
                 removed
             };
+            self.compact_chunk_files()?;
             {
                 let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
                 self.checkpoint_inner(None)?;
@@ -182,6 +183,33 @@ impl Tsdb {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// After a cut, most of the head's chunk files is dead space (the cut range): the head's
+    /// remaining closed chunks are copied into a new file, so that the next checkpoint frees
+    /// the old files. Copies are made without the head's lock; a chunk replaced meanwhile
+    /// keeps its new place.
+    fn compact_chunk_files(&self) -> Result<(), TsdbError> {
+        let store = self.read().store();
+        let chunks_dir = self.dir.join("chunks");
+        let current = store.rotate().map_err(TsdbError::io(&chunks_dir))?;
+        let refs = self.read().disk_chunks_before(current);
+        let mut moved = Vec::with_capacity(refs.len());
+        for (id, from) in refs {
+            let bytes = match store.get(&ChunkData::Disk(from)) {
+                Ok(b) => b.into_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(TsdbError::io(&chunks_dir)(e)),
+            };
+            if let ChunkData::Disk(to) = store.put(bytes) {
+                moved.push((id, from, to));
+            }
+        }
+        self.head
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .relocate(&moved);
+        Ok(())
     }
 
     /// Writes the head's samples before `maxt` into a block `mint..maxt` and adds it (the

@@ -71,6 +71,13 @@ fn a_cut_moves_the_oldest_range_into_a_block_and_restarts_keep_it_once() {
     assert_eq!(blocks[0].meta().stats.num_samples, 5 * 480);
     assert_eq!(db.min_valid_time(), 4 * HOUR);
     assert_eq!(db.read().usage().0, Some(4 * HOUR));
+    // The head's chunk files were compacted: no dead space of the cut range is left.
+    let files: u64 = std::fs::read_dir(tmp.path().join("chunks"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(files > 0);
+    assert!(files <= db.read().usage().1, "{files}");
     assert_eq!(all(&db, "m"), want);
     // A sample older than the head is refused as too old, and counted as such.
     let r = db
