@@ -229,6 +229,13 @@ impl TsdbConfig {
                 humantime::format_duration(self.blocks.range)
             ));
         }
+        if self.out_of_order_window > self.blocks.range / 2 {
+            // The head keeps at least half a block range behind its newest sample after a cut:
+            // a late sample inside the window never falls into a block.
+            return Err(
+                "tsdb.out_of_order_window: longer than half of tsdb.blocks.range".to_owned(),
+            );
+        }
         if !self.blocks.max_range.is_zero() && self.blocks.max_range < self.blocks.range {
             return Err("tsdb.blocks.max_range: shorter than tsdb.blocks.range".to_owned());
         }
@@ -391,6 +398,13 @@ mod tests {
             bad.validate()
                 .unwrap_err()
                 .starts_with("tsdb.blocks.downsampling[1]: ")
+        );
+        let bad: TsdbConfig =
+            serde_yaml_ng::from_str("blocks: {range: 10m}\nout_of_order_window: 6m").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.out_of_order_window: ")
         );
         let bad: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 10s}").unwrap();
         assert!(
