@@ -16,14 +16,15 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::chunk::ChunkRef;
 use crate::head::{Index, SeriesId};
 use crate::labels::Labels;
 use crate::storage::{Matcher, Sample};
 use crate::tsdb::TsdbError;
-pub(crate) use index::BlockSeries;
+pub(crate) use index::ChunkMeta;
+use index::StoredSeries;
 pub(crate) use meta::{BlockMeta, Compaction};
 use tombstones::Tombstones;
 pub(crate) use writer::BlockWriter;
@@ -40,7 +41,8 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 pub(crate) struct Block {
     dir: PathBuf,
     meta: BlockMeta,
-    series: Vec<BlockSeries>,
+    symbols: Vec<Arc<str>>,
+    series: Vec<StoredSeries>,
     index: Index,
     chunks: File,
     tombstones: RwLock<Tombstones>,
@@ -67,9 +69,8 @@ impl Block {
             serde_json::from_slice(&fs::read(&meta_path).map_err(TsdbError::io(&meta_path))?)
                 .map_err(|e| corrupt(dir, &format!("meta.json: {e}")))?;
         let index_path = dir.join(INDEX_FILE);
-        let (series, index) =
-            index::decode(&fs::read(&index_path).map_err(TsdbError::io(&index_path))?)
-                .ok_or_else(|| corrupt(dir, "index"))?;
+        let decoded = index::decode(&fs::read(&index_path).map_err(TsdbError::io(&index_path))?)
+            .ok_or_else(|| corrupt(dir, "index"))?;
         let chunks_path = dir.join(CHUNKS_FILE);
         let chunks = File::open(&chunks_path).map_err(TsdbError::io(&chunks_path))?;
         let tombstones = tombstones::read(dir)
@@ -83,8 +84,9 @@ impl Block {
         Ok(Block {
             dir: dir.to_path_buf(),
             meta,
-            series,
-            index,
+            symbols: decoded.symbols,
+            series: decoded.series,
+            index: decoded.postings,
             chunks,
             tombstones: RwLock::new(tombstones),
             size,
@@ -122,8 +124,28 @@ impl Block {
         self.min_t() <= maxt && self.max_t() > mint
     }
 
-    pub(crate) fn series(&self) -> &[BlockSeries] {
-        &self.series
+    pub(crate) fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The labels of series `id`.
+    pub(crate) fn labels(&self, id: SeriesId) -> Labels {
+        let sym = |n: u32| {
+            self.symbols
+                .get(n as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(""))
+        };
+        self.series
+            .get(id as usize)
+            .map_or_else(Labels::empty, |s| {
+                Labels::from_pairs(s.labels.iter().map(|(n, v)| (sym(*n), sym(*v))))
+            })
+    }
+
+    /// The chunk references of series `id`.
+    pub(crate) fn chunks(&self, id: SeriesId) -> &[ChunkMeta] {
+        self.series.get(id as usize).map_or(&[], |s| &s.chunks)
     }
 
     pub(crate) fn has_tombstones(&self) -> bool {
@@ -196,7 +218,7 @@ impl Block {
         for id in self.matching(matchers) {
             let samples = self.samples(id, mint, maxt)?;
             if !samples.is_empty() {
-                out.push((self.series[id as usize].labels.clone(), samples));
+                out.push((self.labels(id), samples));
             }
         }
         Ok(out)
@@ -226,7 +248,7 @@ impl Block {
                 !self.samples(id, mint, maxt)?.is_empty()
             };
             if has {
-                out.push(s.labels.clone());
+                out.push(self.labels(id));
             }
         }
         Ok(out)

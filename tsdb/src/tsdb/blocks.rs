@@ -332,13 +332,10 @@ impl Tsdb {
         let started = std::time::Instant::now();
         let mint = group.iter().map(|b| b.min_t()).min().unwrap_or(0);
         let maxt = group.iter().map(|b| b.max_t()).max().unwrap_or(0);
-        let mut by_labels: BTreeMap<&Labels, Vec<(usize, SeriesId)>> = BTreeMap::new();
+        let mut by_labels: BTreeMap<Labels, Vec<(usize, SeriesId)>> = BTreeMap::new();
         for (i, b) in group.iter().enumerate() {
-            for (id, s) in b.series().iter().enumerate() {
-                by_labels
-                    .entry(&s.labels)
-                    .or_default()
-                    .push((i, id as SeriesId));
+            for id in 0..b.num_series() as SeriesId {
+                by_labels.entry(b.labels(id)).or_default().push((i, id));
             }
         }
         let mut w = BlockWriter::new(&self.blocks_dir())?;
@@ -351,7 +348,7 @@ impl Tsdb {
                         .map_err(TsdbError::io(b.dir()))?,
                 );
             }
-            w.add(labels.clone(), &merge_samples(parts))?;
+            w.add(labels, &merge_samples(parts))?;
         }
         let mut sources: Vec<String> = group
             .iter()
@@ -434,15 +431,12 @@ impl Tsdb {
                 }
             }
             let default = newest.saturating_sub(self.retention);
-            let dead: Vec<(SeriesId, i64, i64)> = b
-                .series()
-                .iter()
-                .enumerate()
-                .filter(|(id, s)| {
-                    let c = cutoff.get(&(*id as SeriesId)).copied().unwrap_or(default);
-                    s.chunks.last().is_some_and(|last| last.max_t < c)
+            let dead: Vec<(SeriesId, i64, i64)> = (0..b.num_series() as SeriesId)
+                .filter(|id| {
+                    let c = cutoff.get(id).copied().unwrap_or(default);
+                    b.chunks(*id).last().is_some_and(|last| last.max_t < c)
                 })
-                .map(|(id, _)| (id as SeriesId, i64::MIN, i64::MAX))
+                .map(|id| (id, i64::MIN, i64::MAX))
                 .collect();
             if !dead.is_empty() {
                 b.add_tombstones(dead).map_err(TsdbError::io(b.dir()))?;

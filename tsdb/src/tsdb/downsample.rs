@@ -76,14 +76,14 @@ impl Tsdb {
             let started = std::time::Instant::now();
             let mut w = BlockWriter::new(&self.blocks_dir())?;
             let (mut before, mut after) = (0u64, 0u64);
-            for (id, s) in b.series().iter().enumerate() {
+            for id in 0..b.num_series() as SeriesId {
                 let samples = b
-                    .samples(id as SeriesId, i64::MIN, i64::MAX)
+                    .samples(id, i64::MIN, i64::MAX)
                     .map_err(TsdbError::io(b.dir()))?;
                 let kept = downsample(&samples, res);
                 before += samples.len() as u64;
                 after += kept.len() as u64;
-                w.add(s.labels.clone(), &kept)?;
+                w.add(b.labels(id), &kept)?;
             }
             let mut compaction = b.meta().compaction.clone();
             compaction.parents = vec![b.id().to_owned()];

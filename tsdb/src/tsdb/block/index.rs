@@ -28,11 +28,27 @@ pub(crate) struct ChunkMeta {
     pub(crate) len: u32,
 }
 
-/// One series of a block.
+/// One series of a block being written.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BlockSeries {
     pub(crate) labels: Labels,
     pub(crate) chunks: Vec<ChunkMeta>,
+}
+
+/// One series of an open block: its labels as (name, value) symbol numbers (8 bytes per label
+/// instead of two string pointers) and its chunk references.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct StoredSeries {
+    pub(crate) labels: Box<[(u32, u32)]>,
+    pub(crate) chunks: Box<[ChunkMeta]>,
+}
+
+/// An index as read: symbols, series (by number) and postings.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub(crate) symbols: Vec<Arc<str>>,
+    pub(crate) series: Vec<StoredSeries>,
+    pub(crate) postings: Index,
 }
 
 /// Serializes series sorted by labels (their position is their number in the postings).
@@ -90,9 +106,8 @@ pub(crate) fn encode(series: &[BlockSeries]) -> Vec<u8> {
     out
 }
 
-/// Reads an index file's bytes: the series and the postings as an [`Index`]. `None` when
-/// the bytes are corrupt.
-pub(crate) fn decode(data: &[u8]) -> Option<(Vec<BlockSeries>, Index)> {
+/// Reads an index file's bytes. `None` when the bytes are corrupt.
+pub(crate) fn decode(data: &[u8]) -> Option<Decoded> {
     if data.len() < MAGIC.len() + 4 || !data.starts_with(MAGIC) {
         return None;
     }
@@ -109,13 +124,17 @@ pub(crate) fn decode(data: &[u8]) -> Option<(Vec<BlockSeries>, Index)> {
     let sym = |r: &mut Reader<'_>| -> Option<Arc<str>> {
         symbols.get(usize::try_from(r.uvarint()?).ok()?).cloned()
     };
+    let num = |r: &mut Reader<'_>| -> Option<u32> {
+        let n = u32::try_from(r.uvarint()?).ok()?;
+        ((n as usize) < symbols.len()).then_some(n)
+    };
     let n = r.count()?;
     let mut series = Vec::with_capacity(n);
     for _ in 0..n {
         let nl = r.count()?;
         let mut pairs = Vec::with_capacity(nl);
         for _ in 0..nl {
-            pairs.push((sym(&mut r)?, sym(&mut r)?));
+            pairs.push((num(&mut r)?, num(&mut r)?));
         }
         let nc = r.count()?;
         let mut chunks = Vec::with_capacity(nc);
@@ -131,9 +150,9 @@ pub(crate) fn decode(data: &[u8]) -> Option<(Vec<BlockSeries>, Index)> {
                 len,
             });
         }
-        series.push(BlockSeries {
-            labels: Labels::from_pairs(pairs),
-            chunks,
+        series.push(StoredSeries {
+            labels: pairs.into_boxed_slice(),
+            chunks: chunks.into_boxed_slice(),
         });
     }
     let n = r.count()?;
@@ -161,5 +180,9 @@ pub(crate) fn decode(data: &[u8]) -> Option<(Vec<BlockSeries>, Index)> {
         return None;
     }
     let all = (0..SeriesId::try_from(series.len()).ok()?).collect();
-    Some((series, Index::from_parts(postings, all)))
+    Some(Decoded {
+        symbols,
+        series,
+        postings: Index::from_parts(postings, all),
+    })
 }
