@@ -223,10 +223,15 @@ impl Tsdb {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .set_min_valid(maxt);
-        let (snapshots, store) = {
+        let store;
+        let _pin;
+        let snapshots;
+        {
             let head = self.read();
-            (head.snapshots_before(maxt), head.store())
-        };
+            store = head.store();
+            snapshots = head.snapshots_before(maxt);
+            _pin = store.pin();
+        }
         let dir = self.blocks_dir();
         let mut w = BlockWriter::new(&dir)?;
         for (labels, snap) in snapshots {
