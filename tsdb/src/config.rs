@@ -1,4 +1,5 @@
-//! `tsdb:` configuration: retention, the out-of-order window, the WAL and per-tenant limits.
+//! `tsdb:` configuration: retention, the out-of-order window, the WAL, blocks and per-tenant
+//! limits.
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct TsdbConfig {
     #[serde(with = "humantime_serde")]
     pub out_of_order_window: Duration,
     pub wal: WalConfig,
+    /// Immutable on-disk blocks cut from the head and their compaction.
+    pub blocks: BlocksConfig,
     pub limits: Limits,
     /// Exemplar storage (Prometheus's `storage.exemplars`).
     pub exemplars: ExemplarsConfig,
@@ -32,6 +35,7 @@ impl Default for TsdbConfig {
             retention: RetentionConfig::default(),
             out_of_order_window: Duration::from_secs(10 * 60),
             wal: WalConfig::default(),
+            blocks: BlocksConfig::default(),
             limits: Limits::default(),
             exemplars: ExemplarsConfig::default(),
             api: crate::api::ApiConfig::default(),
@@ -143,6 +147,46 @@ impl Default for ExemplarsConfig {
     }
 }
 
+/// `tsdb.blocks`: the head is cut into immutable blocks of `range` (Prometheus's
+/// `--storage.tsdb.min-block-duration`), compacted level by level (3 × range, 9 × range, …)
+/// up to `max_range`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlocksConfig {
+    /// The time range of a block cut from the head; the head is cut once it spans 1.5 × this.
+    /// Blocks are aligned to multiples of it (since the Unix epoch).
+    #[serde(with = "humantime_serde")]
+    pub range: Duration,
+    /// The longest block compaction makes (Prometheus's `--storage.tsdb.max-block-duration`).
+    /// 0: 10 % of `tsdb.retention.time` (at most 31 days), as Prometheus.
+    #[serde(with = "humantime_serde")]
+    pub max_range: Duration,
+    /// Downsampling of old blocks (VictoriaMetrics's `-downsampling.period`): a block whose
+    /// samples are all older than `age` (behind the newest sample) is rewritten at
+    /// `resolution`, replacing its raw samples. Off by default (it discards data).
+    pub downsampling: Vec<Downsampling>,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig {
+            range: Duration::from_secs(2 * 3600),
+            max_range: Duration::ZERO,
+            downsampling: Vec::new(),
+        }
+    }
+}
+
+/// One `tsdb.blocks.downsampling` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downsampling {
+    #[serde(with = "humantime_serde")]
+    pub age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub resolution: Duration,
+}
+
 /// `tsdb.limits`: per-tenant limits (Mimir's names and label defaults). 0 disables a series
 /// limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +244,38 @@ impl TsdbConfig {
         if self.wal.checkpoint_interval < Duration::from_secs(1) {
             return Err("tsdb.wal.checkpoint_interval: shorter than 1s".to_owned());
         }
+        if self.blocks.range < Duration::from_secs(60) {
+            return Err(format!(
+                "tsdb.blocks.range: {} is shorter than 1m",
+                humantime::format_duration(self.blocks.range)
+            ));
+        }
+        if self.out_of_order_window > self.blocks.range / 2 {
+            // The head keeps at least half a block range behind its newest sample after a cut:
+            // a late sample inside the window never falls into a block.
+            return Err(
+                "tsdb.out_of_order_window: longer than half of tsdb.blocks.range".to_owned(),
+            );
+        }
+        if !self.blocks.max_range.is_zero() && self.blocks.max_range < self.blocks.range {
+            return Err("tsdb.blocks.max_range: shorter than tsdb.blocks.range".to_owned());
+        }
+        let mut last = (Duration::ZERO, Duration::ZERO);
+        for (i, d) in self.blocks.downsampling.iter().enumerate() {
+            let key = format!("tsdb.blocks.downsampling[{i}]");
+            if d.resolution < Duration::from_secs(1) {
+                return Err(format!("{key}.resolution: shorter than 1s"));
+            }
+            if d.age < d.resolution {
+                return Err(format!("{key}.age: shorter than its resolution"));
+            }
+            if d.age <= last.0 || d.resolution <= last.1 {
+                return Err(format!(
+                    "{key}: ages and resolutions must grow from one entry to the next"
+                ));
+            }
+            last = (d.age, d.resolution);
+        }
         let l = &self.limits;
         for (key, v) in [
             ("max_label_name_length", l.max_label_name_length),
@@ -227,6 +303,40 @@ impl TsdbConfig {
 
     pub(crate) fn retention_ms(&self) -> i64 {
         ms(self.retention.time)
+    }
+
+    /// The block range in milliseconds (at least 1).
+    pub(crate) fn block_range_ms(&self) -> i64 {
+        ms(self.blocks.range).max(1)
+    }
+
+    /// The block ranges of the compaction levels: range, 3 × range, 9 × range, … up to the
+    /// longest block (`max_range`, or 10 % of the retention, at most 31 days).
+    pub(crate) fn block_ranges(&self) -> Vec<i64> {
+        let base = self.block_range_ms();
+        let max = if self.blocks.max_range.is_zero() {
+            (self.retention_ms() / 10).min(31 * 86_400_000)
+        } else {
+            ms(self.blocks.max_range)
+        };
+        let mut out = vec![base];
+        let mut r = base;
+        while let Some(next) = r.checked_mul(3)
+            && next <= max
+        {
+            out.push(next);
+            r = next;
+        }
+        out
+    }
+
+    /// Downsampling as (age, resolution) in milliseconds, by growing age.
+    pub(crate) fn downsampling_ms(&self) -> Vec<(i64, i64)> {
+        self.blocks
+            .downsampling
+            .iter()
+            .map(|d| (ms(d.age), ms(d.resolution).max(1)))
+            .collect()
     }
 
     /// The valid retention rules as matchers and milliseconds.
@@ -306,6 +416,51 @@ mod tests {
             bad.validate()
                 .unwrap_err()
                 .starts_with("tsdb.retention.rules[0].match: ")
+        );
+    }
+
+    #[test]
+    fn block_ranges_grow_by_three_up_to_a_tenth_of_retention() {
+        let c = TsdbConfig::default();
+        // 15 d retention: at most 1.5 d, so 2 h, 6 h, 18 h.
+        assert_eq!(c.block_ranges(), [2, 6, 18].map(|h| h * 3_600_000).to_vec());
+        let c: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 1h, max_range: 9h}").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.block_ranges(), [1, 3, 9].map(|h| h * 3_600_000).to_vec());
+        let c: TsdbConfig = serde_yaml_ng::from_str(
+            "blocks: {downsampling: [{age: 30d, resolution: 5m}, {age: 180d, resolution: 1h}]}",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.downsampling_ms()[1], (180 * 86_400_000, 3_600_000));
+        let bad: TsdbConfig = serde_yaml_ng::from_str(
+            "blocks: {downsampling: [{age: 30d, resolution: 1h}, {age: 180d, resolution: 5m}]}",
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.blocks.downsampling[1]: ")
+        );
+        let bad: TsdbConfig =
+            serde_yaml_ng::from_str("blocks: {range: 10m}\nout_of_order_window: 6m").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.out_of_order_window: ")
+        );
+        let bad: TsdbConfig = serde_yaml_ng::from_str("blocks: {range: 10s}").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.blocks.range: ")
+        );
+        let bad: TsdbConfig =
+            serde_yaml_ng::from_str("blocks: {range: 2h, max_range: 1h}").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .starts_with("tsdb.blocks.max_range: ")
         );
     }
 }

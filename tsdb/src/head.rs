@@ -16,8 +16,8 @@ use std::io;
 use std::sync::Arc;
 
 pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
-pub(crate) use index::SeriesId;
-use index::{Index, Symbols};
+use index::Symbols;
+pub(crate) use index::{Index, SeriesId};
 use series::Placed;
 pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
@@ -58,6 +58,9 @@ pub(crate) struct Head {
     /// per-series time checks.
     min_t: i64,
     max_t: i64,
+    /// Samples before this are in blocks: appends of older ones are refused (too old), as
+    /// Prometheus refuses samples before the head ("out of bounds").
+    min_valid: i64,
 }
 
 /// A 64-bit hash of a label set (xxh3 of its names and values with separators).
@@ -128,7 +131,96 @@ impl Head {
             per_metric: HashMap::new(),
             min_t: i64::MAX,
             max_t: i64::MIN,
+            min_valid: i64::MIN,
         }
+    }
+
+    /// The oldest time the head accepts (the end of the newest block).
+    pub(crate) fn min_valid(&self) -> i64 {
+        self.min_valid
+    }
+
+    /// Refuses samples before `t` from now on (a block covering them is being written).
+    pub(crate) fn set_min_valid(&mut self, t: i64) {
+        self.min_valid = self.min_valid.max(t);
+    }
+
+    /// Removes every sample before `t` (now in a block); returns how many series were
+    /// removed. A chunk straddling `t` is rewritten without the older samples; on a read
+    /// error that series keeps them (reads de-duplicate them with the block's) and the
+    /// error is returned after the others.
+    pub(crate) fn truncate_before(&mut self, t: i64) -> (usize, io::Result<()>) {
+        self.set_min_valid(t);
+        let mut emptied = Vec::new();
+        let mut error = None;
+        for (i, s) in self.series.iter_mut().enumerate() {
+            let Some(s) = s else { continue };
+            if s.min_time().is_none_or(|m| m >= t) {
+                continue;
+            }
+            match s.truncate_exact(&self.store, t) {
+                Ok(true) => emptied.push(i as SeriesId),
+                Ok(false) => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        let n = emptied.len();
+        for id in emptied {
+            self.remove_series(id);
+        }
+        if n > 0 {
+            self.symbols.gc();
+        }
+        if error.is_none() {
+            self.min_t = self.min_t.max(t);
+        }
+        (n, error.map_or(Ok(()), Err))
+    }
+
+    /// The closed chunks stored in chunk files before `file`.
+    pub(crate) fn disk_chunks_before(&self, file: u32) -> Vec<(SeriesId, DiskRef)> {
+        let mut out = Vec::new();
+        for (id, s) in self.iter_series() {
+            for c in &s.closed {
+                if let ChunkData::Disk(r) = c.data
+                    && r.file < file
+                {
+                    out.push((id, r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Points closed chunks copied elsewhere at their copy, if they are still where they
+    /// were copied from (a delete or merge may have replaced them meanwhile).
+    pub(crate) fn relocate(&mut self, moved: &[(SeriesId, DiskRef, DiskRef)]) {
+        for (id, from, to) in moved {
+            let Some(s) = self.series.get_mut(*id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(c) = s
+                .closed
+                .iter_mut()
+                .find(|c| matches!(c.data, ChunkData::Disk(r) if r == *from))
+            {
+                c.data = ChunkData::Disk(*to);
+            }
+        }
+    }
+
+    /// Every series with samples before `maxt`, sorted by labels, with what reading them
+    /// needs (for cutting a block without the head's lock).
+    pub(crate) fn snapshots_before(&self, maxt: i64) -> Vec<(Labels, Snapshot)> {
+        let mut out: Vec<(Labels, Snapshot)> = self
+            .iter_series()
+            .filter(|(_, s)| s.min_time().is_some_and(|m| m < maxt))
+            .map(|(_, s)| (s.labels.clone(), s.snapshot(i64::MIN, maxt - 1)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     pub(crate) fn num_series(&self) -> usize {
@@ -185,6 +277,16 @@ impl Head {
             }
             let mut id = self.lookup(&s.labels);
             for p in &s.samples {
+                if p.t < self.min_valid {
+                    out.report.reject(RejectReason::TooOld, || {
+                        format!(
+                            "sample of {} at {} is older than the head, whose older data is \
+                             in immutable blocks (before {})",
+                            s.labels, p.t, self.min_valid
+                        )
+                    });
+                    continue;
+                }
                 if p.t < too_old_before {
                     out.report.reject(RejectReason::TooOld, || {
                         format!(
@@ -345,8 +447,12 @@ impl Head {
         }
     }
 
-    /// Replays a stored sample (accepted before: no checks).
-    pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) {
+    /// Replays a stored sample (accepted before: no checks); returns false for a sample
+    /// already in a block (the WAL outlived a cut that crashed before its checkpoint).
+    pub(crate) fn apply_sample(&mut self, id: SeriesId, s: Sample) -> bool {
+        if s.t < self.min_valid {
+            return false;
+        }
         if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
             if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
                 tracing::error!(error = %e, series = %series.labels, "tsdb: replaying a sample failed");
@@ -354,6 +460,7 @@ impl Head {
             self.min_t = self.min_t.min(s.t);
             self.max_t = self.max_t.max(s.t);
         }
+        true
     }
 
     /// Removes series without samples (a replayed series record whose samples were torn off).
@@ -373,7 +480,7 @@ impl Head {
         self.index.select(matchers)
     }
 
-    /// Deletes samples in `mint..=maxt` of the series `ids`; series left empty are removed.
+    /// Deletes samples in `mint..=maxt` of the series `ids`; series it empties are removed.
     /// A read error leaves the failing series unchanged and is returned after the others.
     pub(crate) fn apply_delete(
         &mut self,
@@ -385,10 +492,13 @@ impl Head {
         let mut error = None;
         for id in ids {
             if let Some(series) = self.series.get_mut(*id as usize).and_then(Option::as_mut) {
+                // A series empty before (in a replay, its samples were in a block) stays: later
+                // records may add samples under its id.
+                let was_empty = series.is_empty();
                 if let Err(e) = series.delete(&self.store, mint, maxt) {
                     error.get_or_insert(e);
                 }
-                if series.is_empty() {
+                if !was_empty && series.is_empty() {
                     emptied.push(*id);
                 }
             }

@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    HistogramVec, IntCounter, IntCounterVec, IntGauge, exponential_buckets, register_histogram_vec,
-    register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, exponential_buckets,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge,
 };
 
 use crate::storage::AppendReport;
@@ -146,6 +147,48 @@ pub(crate) static HEAD_SERIES: LazyLock<IntGauge> = LazyLock::new(|| {
         "Active series in the heads of all tenants."
     )
     .unwrap_or_else(|e| panic!("registering sextant_tsdb_head_series: {e}"))
+});
+
+pub(crate) static BLOCKS_LOADED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sextant_tsdb_blocks_loaded",
+        "Immutable blocks open, of all tenants."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_blocks_loaded: {e}"))
+});
+
+pub(crate) static BLOCKS_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sextant_tsdb_storage_blocks_bytes",
+        "Bytes of the immutable blocks of all tenants (chunks, index, meta, tombstones)."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_storage_blocks_bytes: {e}"))
+});
+
+pub(crate) static COMPACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sextant_tsdb_compactions_total",
+        "Block compactions (merges of blocks, rewrites of a block with tombstones), by result.",
+        &["result"],
+    )
+});
+
+pub(crate) static COMPACTION_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let buckets = exponential_buckets(0.01, 4.0, 10).unwrap_or_default();
+    register_histogram!(
+        "sextant_tsdb_compaction_duration_seconds",
+        "Time one block compaction took.",
+        buckets
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_compaction_duration_seconds: {e}"))
+});
+
+pub(crate) static HEAD_TRUNCATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sextant_tsdb_head_truncations_total",
+        "Times the head's oldest range was cut into a block and dropped from the head."
+    )
+    .unwrap_or_else(|e| panic!("registering sextant_tsdb_head_truncations_total: {e}"))
 });
 
 /// Counts one append's outcome.

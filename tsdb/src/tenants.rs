@@ -1,6 +1,8 @@
 //! [`DiskTenants`]: one persistent [`Tsdb`] per tenant under `<data>/tsdb/<tenant>/`, opened at
-//! start for every tenant on disk, created on a tenant's first use, checkpointed periodically
-//! by a background thread and on [`DiskTenants::close`].
+//! start for every tenant on disk, created on a tenant's first use, and maintained by a
+//! background thread: every minute (or checkpoint interval, if shorter) it cuts heads into
+//! blocks, applies block retention and compacts; every checkpoint interval it checkpoints and
+//! enforces the size limit. [`DiskTenants::close`] checkpoints.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,7 +95,7 @@ impl DiskTenants {
             let every = cfg.wal.checkpoint_interval;
             let size = cfg.retention.size.as_u64();
             std::thread::Builder::new()
-                .name("tsdb-checkpoint".into())
+                .name("tsdb-maintenance".into())
                 .spawn(move || checkpoint_loop(&stores, &stop, every, size))
                 .map_err(TsdbError::io(&root))?
         };
@@ -175,18 +177,23 @@ impl Drop for DiskTenants {
     }
 }
 
+/// How often heads are checked for a cut and blocks for compaction.
+const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn checkpoint_loop(
     stores: &RwLock<HashMap<String, Arc<Tsdb>>>,
     stop: &Stop,
     every: std::time::Duration,
     size: u64,
 ) {
+    let tick = every.min(MAINTENANCE_EVERY);
+    let mut last_checkpoint = std::time::Instant::now();
     loop {
         {
             let stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
             let (stopped, _) = stop
                 .wake
-                .wait_timeout_while(stopped, every, |s| !*s)
+                .wait_timeout_while(stopped, tick, |s| !*s)
                 .unwrap_or_else(|e| e.into_inner());
             if *stopped {
                 return;
@@ -198,6 +205,15 @@ fn checkpoint_loop(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        for (tenant, db) in &all {
+            if let Err(e) = db.maintain() {
+                tracing::error!(tenant = %tenant, error = %e, "tsdb: block maintenance failed");
+            }
+        }
+        if last_checkpoint.elapsed() < every {
+            continue;
+        }
+        last_checkpoint = std::time::Instant::now();
         for (tenant, db) in &all {
             if let Err(e) = db.checkpoint() {
                 tracing::error!(tenant = %tenant, error = %e, "tsdb: checkpoint failed");
@@ -283,7 +299,7 @@ mod tests {
 mod disk_tests {
     use super::*;
     use crate::labels::Labels;
-    use crate::storage::{MatchOp, Matcher, Queryable, Sample, SeriesSamples};
+    use crate::storage::{Appendable, MatchOp, Matcher, Queryable, Sample, SeriesSamples};
 
     fn write(t: &DiskTenants, org: &str, name: &str) {
         let batch = [SeriesSamples {
@@ -343,6 +359,46 @@ mod disk_tests {
                 "the newest stays"
             );
         }
+    }
+
+    #[test]
+    fn size_retention_drops_the_oldest_blocks_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = DiskTenants::open(tmp.path(), TsdbConfig::default()).unwrap();
+        let db = t.store("a").unwrap();
+        // 24 h at 15 s for 20 series, cut into 2 h blocks.
+        for h in 0..24i64 {
+            let batch: Vec<SeriesSamples> = (0..20)
+                .map(|i| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]),
+                    samples: (h * 240..(h + 1) * 240)
+                        .map(|k| Sample {
+                            t: k * 15_000,
+                            v: (k * 17 % 1000) as f64,
+                        })
+                        .collect(),
+                })
+                .collect();
+            db.append(&batch).unwrap();
+            db.maintain().unwrap();
+        }
+        let blocks_before = db.blocks();
+        assert!(blocks_before.len() >= 2, "{}", blocks_before.len());
+        let all = vec![("a".to_owned(), db.clone())];
+        let before = db.usage().unwrap().1;
+        enforce_size(&all, before * 3 / 4).unwrap();
+        let (min, after) = db.usage().unwrap();
+        assert!(after <= before * 3 / 4, "{after} > {}", before * 3 / 4);
+        // Whole blocks went, oldest first: what is left starts at a block boundary.
+        let left = db.blocks();
+        assert!(left.len() < blocks_before.len());
+        assert_eq!(min, left.first().map(|b| b.min_t()));
+        assert!(!blocks_before[0].dir().exists());
+        let m = Matcher::new(MatchOp::Equal, "__name__", "m").unwrap();
+        let got = db.select(&[m], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(got.len(), 20);
+        assert_eq!(Some(got[0].samples[0].t), min);
+        assert_eq!(got[0].samples.last().unwrap().t, (24 * 240 - 1) * 15_000);
     }
 
     #[test]

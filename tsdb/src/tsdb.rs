@@ -1,12 +1,18 @@
 //! One tenant's persistent store: the head, its WAL and checkpoints, behind the storage seams.
 //!
-//! Layout of a tenant directory: `wal/<segment>` files and `checkpoint.<segment>`.
+//! Layout of a tenant directory: `wal/<segment>` files, `checkpoint.<segment>`, `chunks/` (the
+//! head's closed chunks) and `blocks/<id>/` (immutable blocks, see [`blocks`]).
 //! Writes: the head checks and stores a batch under its write lock and queues the WAL records
 //! of what it stored; the append returns once those records are fdatasync'ed (group commit).
+//! Reads merge the head with the blocks overlapping the range.
 
 mod annotations;
+pub(crate) mod block;
+mod blocks;
 mod checkpoint;
+mod downsample;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,9 +21,11 @@ use crate::config::TsdbConfig;
 use crate::head::{ChunkStore, Head};
 use crate::labels::Labels;
 use crate::storage::{
-    AppendReport, Appendable, Matcher, Queryable, SeriesSamples, StorageError, Store, StoreStats,
+    AppendReport, Appendable, Matcher, Queryable, Sample, SeriesSamples, StorageError, Store,
+    StoreStats,
 };
 use crate::wal::{self, Record, Wal, WalError};
+use block::Block;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TsdbError {
@@ -30,6 +38,8 @@ pub enum TsdbError {
     Wal(#[from] WalError),
     #[error("{0}: corrupt checkpoint")]
     Corrupt(PathBuf),
+    #[error("{path}: corrupt block: {reason}")]
+    CorruptBlock { path: PathBuf, reason: String },
 }
 
 impl TsdbError {
@@ -68,6 +78,18 @@ pub struct Tsdb {
     wal_behind: AtomicBool,
     /// Exemplars and metric metadata, in files of their own.
     annotations: annotations::TenantAnnotations,
+    /// Immutable blocks, oldest first.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// One change of the blocks at a time (cut, compaction, retention, deletes); taken
+    /// before `checkpointing`.
+    blocks_lock: Mutex<()>,
+    /// The compaction levels' block ranges (milliseconds), the first one cut from the head.
+    block_ranges: Vec<i64>,
+    /// Retention in milliseconds and per-metric rules, for blocks.
+    retention: i64,
+    rules: Vec<(Vec<Matcher>, i64)>,
+    /// `tsdb.blocks.downsampling` as (age, resolution) milliseconds.
+    downsampling: Vec<(i64, i64)>,
 }
 
 impl Tsdb {
@@ -78,7 +100,12 @@ impl Tsdb {
         let started = std::time::Instant::now();
         let chunks_dir = dir.join("chunks");
         let store = ChunkStore::open(&chunks_dir).map_err(TsdbError::io(&chunks_dir))?;
+        let blocks = blocks::open_all(&dir.join("blocks"))?;
+        let persisted = blocks.iter().map(|b| b.max_t()).max();
         let mut head = Head::new(cfg, Arc::new(store));
+        if let Some(t) = persisted {
+            head.set_min_valid(t);
+        }
         // Only the newest checkpoint counts: the WAL before it is gone, so an older one would
         // silently lose data. A corrupt one stops the open for the operator to see.
         let mut first_segment = 0;
@@ -87,6 +114,7 @@ impl Tsdb {
             first_segment = *seg;
         }
         let mut replayed = 0u64;
+        let mut in_blocks = 0u64;
         let wal = Wal::open(
             &dir.join("wal"),
             cfg.wal.segment_size.as_u64(),
@@ -101,7 +129,9 @@ impl Tsdb {
                     }
                     Record::Samples(s) => {
                         for (id, p) in s {
-                            head.apply_sample(id, p);
+                            if !head.apply_sample(id, p) {
+                                in_blocks += 1;
+                            }
                         }
                     }
                     Record::Delete { ids, mint, maxt } => {
@@ -112,11 +142,24 @@ impl Tsdb {
                 }
             },
         )?;
+        // A crash between writing a block and checkpointing the truncated head left its
+        // samples in the checkpoint or WAL too: they are dropped, and a checkpoint makes that
+        // durable (a later compaction may remove the block, and with it the bound).
+        let stale_head =
+            in_blocks > 0 || persisted.is_some_and(|t| head.usage().0.is_some_and(|m| m < t));
+        if let Some(t) = persisted
+            && let (_, Err(e)) = head.truncate_before(t)
+        {
+            return Err(TsdbError::io(dir)(e));
+        }
         head.drop_empty_series();
         crate::metrics::HEAD_SERIES.add(head.num_series() as i64);
+        crate::metrics::BLOCKS_LOADED.add(blocks.len() as i64);
+        crate::metrics::BLOCKS_BYTES.add(blocks.iter().map(|b| b.size()).sum::<u64>() as i64);
         tracing::info!(
             dir = %dir.display(),
             series = head.num_series(),
+            blocks = blocks.len(),
             checkpoint_segment = first_segment,
             wal_records = replayed,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -129,9 +172,18 @@ impl Tsdb {
             checkpointing: Mutex::new(()),
             wal_behind: AtomicBool::new(false),
             annotations: annotations::TenantAnnotations::open(dir, cfg)?,
+            blocks: RwLock::new(blocks),
+            blocks_lock: Mutex::new(()),
+            block_ranges: cfg.block_ranges(),
+            retention: cfg.retention_ms(),
+            rules: cfg.retention_rules(),
+            downsampling: cfg.downsampling_ms(),
         };
         // Older checkpoints than the one loaded are superseded.
         db.remove_checkpoints_before(first_segment)?;
+        if stale_head {
+            db.checkpoint()?;
+        }
         Ok(db)
     }
 
@@ -158,16 +210,22 @@ impl Tsdb {
         res
     }
 
-    /// Drops the chunks that end before `cutoff` (size retention) and checkpoints.
+    /// Drops the blocks and chunks that end before `cutoff` (size retention) and checkpoints.
     pub fn drop_before(&self, cutoff: i64) -> Result<(), TsdbError> {
+        self.drop_blocks_before(cutoff)?;
         let _one = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
         self.checkpoint_inner(Some(cutoff))
     }
 
-    /// Oldest sample time and the bytes the store uses: compressed chunks, WAL segments and
-    /// the checkpoint (dead space in chunk files is not counted: it is freed with its file).
+    /// Oldest sample time and the bytes the store uses: blocks, the head's compressed chunks,
+    /// WAL segments and the checkpoint (dead space in chunk files is not counted: it is freed
+    /// with its file).
     pub fn usage(&self) -> Result<(Option<i64>, u64), TsdbError> {
-        let (min, chunks) = self.read().usage();
+        let (mut min, mut chunks) = self.read().usage();
+        for b in self.blocks() {
+            chunks += b.size();
+            min = Some(min.map_or(b.min_t(), |m| m.min(b.min_t())));
+        }
         let mut files = 0u64;
         for dir in [self.dir.clone(), self.dir.join("wal")] {
             for e in std::fs::read_dir(&dir).map_err(TsdbError::io(&dir))? {
@@ -219,15 +277,37 @@ impl Tsdb {
         Ok(())
     }
 
-    /// The earliest time at which a series' oldest chunk ends.
+    /// The earliest time at which a series' oldest chunk (or the oldest block) ends.
     pub fn first_chunk_end(&self) -> Option<i64> {
-        self.read().first_chunk_end()
+        let head = self.read().first_chunk_end();
+        let block = self.blocks().first().map(|b| b.max_t() - 1);
+        match (head, block) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The newest sample time.
+    /// The newest sample time (of the head, else of the blocks).
     pub fn newest(&self) -> Option<i64> {
         let (_, max) = self.read().bounds();
-        (max != i64::MIN).then_some(max)
+        let block = self.blocks().iter().map(|b| b.max_t() - 1).max();
+        match ((max != i64::MIN).then_some(max), block) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The oldest sample time the store accepts: older ranges are in immutable blocks.
+    pub fn min_valid_time(&self) -> i64 {
+        self.read().min_valid()
+    }
+
+    /// The blocks overlapping `mint..=maxt`, oldest first.
+    fn blocks_in(&self, mint: i64, maxt: i64) -> Vec<Arc<Block>> {
+        self.blocks()
+            .into_iter()
+            .filter(|b| b.overlaps(mint, maxt))
+            .collect()
     }
 
     /// Checkpoints for a fast next start.
@@ -275,25 +355,53 @@ fn read_error(e: std::io::Error) -> StorageError {
 
 impl Queryable for Tsdb {
     /// Copies the matching chunk references under the head's read lock and decodes after
-    /// releasing it, so long queries do not hold up appends.
+    /// releasing it, so long queries do not hold up appends; then reads the blocks overlapping
+    /// the range (taken after the head, see [`blocks`]) and merges per series.
     fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        let (snapshots, store) = {
+        let store;
+        let _pin;
+        let snapshots;
+        {
             let head = self.read();
-            (head.snapshots(matchers, mint, maxt), head.store())
-        };
+            store = head.store();
+            snapshots = head.snapshots(matchers, mint, maxt);
+            _pin = store.pin();
+        }
+        let blocks = self.blocks_in(mint, maxt);
         let mut out = Vec::with_capacity(snapshots.len());
+        if blocks.is_empty() {
+            for (labels, snap) in snapshots {
+                let samples = snap.samples(&store).map_err(read_error)?;
+                if !samples.is_empty() {
+                    out.push(SeriesSamples { labels, samples });
+                }
+            }
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            return Ok(out);
+        }
+        let mut parts: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+        for b in &blocks {
+            for (labels, samples) in b.select(matchers, mint, maxt).map_err(read_error)? {
+                parts.entry(labels).or_default().push(samples);
+            }
+        }
         for (labels, snap) in snapshots {
             let samples = snap.samples(&store).map_err(read_error)?;
             if !samples.is_empty() {
-                out.push(SeriesSamples { labels, samples });
+                parts.entry(labels).or_default().push(samples);
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for (labels, p) in parts {
+            out.push(SeriesSamples {
+                labels,
+                samples: blocks::merge_samples(p),
+            });
+        }
         Ok(out)
     }
 
@@ -303,9 +411,19 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StorageError> {
-        self.read()
+        let head = self
+            .read()
             .series_labels(matchers, mint, maxt)
-            .map_err(read_error)
+            .map_err(read_error)?;
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(head);
+        }
+        let mut all: BTreeSet<Labels> = head.into_iter().collect();
+        for b in blocks {
+            all.extend(b.series_in(matchers, mint, maxt).map_err(read_error)?);
+        }
+        Ok(all.into_iter().collect())
     }
 
     fn label_names(
@@ -314,9 +432,20 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        self.read()
+        let head = self
+            .read()
             .label_names(matchers, mint, maxt)
-            .map_err(read_error)
+            .map_err(read_error)?;
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(head);
+        }
+        let mut all: BTreeSet<String> = head.into_iter().collect();
+        for b in blocks {
+            b.label_names(matchers, mint, maxt, &mut all)
+                .map_err(read_error)?;
+        }
+        Ok(all.into_iter().collect())
     }
 
     fn label_values(
@@ -326,9 +455,20 @@ impl Queryable for Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        self.read()
+        let head = self
+            .read()
             .label_values(name, matchers, mint, maxt)
-            .map_err(read_error)
+            .map_err(read_error)?;
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(head);
+        }
+        let mut all: BTreeSet<String> = head.into_iter().collect();
+        for b in blocks {
+            b.label_values(name, matchers, mint, maxt, &mut all)
+                .map_err(read_error)?;
+        }
+        Ok(all.into_iter().collect())
     }
 }
 
@@ -373,8 +513,14 @@ impl Appendable for Tsdb {
         Ok(report)
     }
 
+    /// Deletes from the head (logged to the WAL) and from the blocks (by tombstones, durable
+    /// when written), under the blocks' lock so that a cut or compaction cannot miss it.
     fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<(), StorageError> {
         self.ensure_durable_head()?;
+        let blocks_guard = self.blocks_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for b in self.blocks_in(mint, maxt) {
+            b.delete(matchers, mint, maxt).map_err(read_error)?;
+        }
         let seq = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
@@ -388,6 +534,7 @@ impl Appendable for Tsdb {
             wal::frame(&Record::Delete { ids, mint, maxt }, &mut framed);
             (self.wal.enqueue(&framed), res)
         };
+        drop(blocks_guard);
         if let Err(e) = self.wal.wait_durable(seq.0) {
             self.recover(e)?;
         }
@@ -396,8 +543,16 @@ impl Appendable for Tsdb {
 }
 
 impl Store for Tsdb {
+    /// The head's cardinality (as Prometheus's `headStats`), with the time bounds and chunk
+    /// count of the blocks included.
     fn stats(&self, limit: usize) -> Result<StoreStats, StorageError> {
-        Ok(self.read().stats(limit))
+        let mut s = self.read().stats(limit);
+        for b in self.blocks() {
+            s.chunk_count += b.meta().stats.num_chunks;
+            s.min_time = Some(s.min_time.map_or(b.min_t(), |m| m.min(b.min_t())));
+            s.max_time = Some(s.max_time.map_or(b.max_t() - 1, |m| m.max(b.max_t() - 1)));
+        }
+        Ok(s)
     }
 }
 

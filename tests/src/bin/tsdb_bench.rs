@@ -163,7 +163,17 @@ impl Target {
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
-            Target::Sextant(..) => {}
+            Target::Sextant(_, dir) => {
+                // Sextant cuts its head into a 2 h block once it spans 3 h; its maintenance
+                // thread checks every minute, as Prometheus's compactor.
+                let blocks = dir.join("tsdb/default/blocks");
+                for _ in 0..150 {
+                    if has_block(&blocks)? {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
         }
         Ok(())
     }

@@ -53,6 +53,10 @@ struct Files {
 #[derive(Debug, Default)]
 pub(crate) struct ChunkStore {
     files: Option<Files>,
+    /// Held (shared) by readers decoding chunk references copied from the head, taken while
+    /// they still hold the head's lock; removing files waits for them, so a chunk moved to
+    /// another file (and its old file removed) is never missed by a read in flight.
+    pins: RwLock<()>,
 }
 
 fn file_path(dir: &Path, n: u32) -> PathBuf {
@@ -91,6 +95,7 @@ impl ChunkStore {
         let file = create(dir, num)?;
         readers.insert(num, Arc::new(file.try_clone()?));
         Ok(ChunkStore {
+            pins: RwLock::new(()),
             files: Some(Files {
                 dir: dir.to_path_buf(),
                 writer: Mutex::new(Writer {
@@ -173,10 +178,41 @@ impl ChunkStore {
         Ok(num)
     }
 
-    /// Removes the files before `before` that `live` does not reference.
+    /// Starts a new file for appends (older files can then become unreferenced and be
+    /// removed); returns its number.
+    pub(crate) fn rotate(&self) -> io::Result<u32> {
+        let Some(files) = &self.files else {
+            return Ok(0);
+        };
+        let mut w = files.writer.lock().unwrap_or_else(|e| e.into_inner());
+        files.start_file(&mut w)?;
+        Ok(w.num)
+    }
+
+    /// Keeps files from being removed while the guard lives (see `pins`).
+    pub(crate) fn pin(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.pins.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the files before `before` that `live` does not reference, when no read that
+    /// pinned the files is in flight; otherwise (after waiting up to a second) leaves them to
+    /// the next call. It never blocks readers: waiting for the write lock would stop new
+    /// readers, which pin while holding the head's lock.
     pub(crate) fn remove_unreferenced(&self, live: &HashSet<u32>, before: u32) -> io::Result<()> {
         let Some(files) = &self.files else {
             return Ok(());
+        };
+        let mut tries = 0;
+        let _no_reads = loop {
+            match self.pins.try_write() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            }
         };
         let mut readers = files.readers.write().unwrap_or_else(|e| e.into_inner());
         let dead: Vec<u32> = readers
@@ -198,16 +234,7 @@ impl Files {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if w.size + bytes.len() as u64 > MAX_FILE {
-            let num = w.num + 1;
-            let file = create(&self.dir, num)?;
-            self.readers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(num, Arc::new(file.try_clone()?));
-            w.file = file;
-            w.num = num;
-            w.size = 0;
-            w.dirty.insert(num);
+            self.start_file(&mut w)?;
         }
         let off = w.size as u32;
         if let Err(e) = w.file.write_all(bytes) {
@@ -222,6 +249,20 @@ impl Files {
             off,
             len,
         })
+    }
+
+    fn start_file(&self, w: &mut Writer) -> io::Result<()> {
+        let num = w.num + 1;
+        let file = create(&self.dir, num)?;
+        self.readers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(num, Arc::new(file.try_clone()?));
+        w.file = file;
+        w.num = num;
+        w.size = 0;
+        w.dirty.insert(num);
+        Ok(())
     }
 
     fn read(&self, r: DiskRef) -> io::Result<Vec<u8>> {

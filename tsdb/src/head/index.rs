@@ -63,6 +63,14 @@ fn remove_sorted(v: &mut Vec<SeriesId>, id: SeriesId) {
 }
 
 impl Index {
+    /// An index from its postings and the list of all ids (a block's index as read).
+    pub(crate) fn from_parts(
+        postings: HashMap<Arc<str>, BTreeMap<Arc<str>, Vec<SeriesId>>>,
+        all: Vec<SeriesId>,
+    ) -> Index {
+        Index { postings, all }
+    }
+
     pub(crate) fn add(&mut self, id: SeriesId, labels: &Labels) {
         for l in labels.iter() {
             let values = self.postings.entry(l.name.clone()).or_default();

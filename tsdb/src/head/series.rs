@@ -331,6 +331,48 @@ impl MemSeries {
         self.rechunk(store, &before)
     }
 
+    /// Removes every sample before `t`, rewriting the chunk that straddles it; returns whether
+    /// the series is now empty. On a read error nothing changes.
+    pub(crate) fn truncate_exact(&mut self, store: &ChunkStore, t: i64) -> io::Result<bool> {
+        let Some(last) = self.last else {
+            return Ok(true);
+        };
+        if last.t < t {
+            self.closed.clear();
+            self.open = Chunk::default();
+            self.ooo.clear();
+            self.last = None;
+            return Ok(true);
+        }
+        let n = self.closed.partition_point(|c| c.max_t < t);
+        if let Some(first) = self.closed.get(n)
+            && first.min_t < t
+        {
+            let kept: Vec<Sample> = first
+                .samples(store)?
+                .into_iter()
+                .filter(|s| s.t >= t)
+                .collect();
+            let replaced =
+                (!kept.is_empty()).then(|| ClosedChunk::new(&Chunk::from_samples(&kept), store));
+            self.closed.drain(..n);
+            match replaced {
+                Some(c) => self.closed[0] = c,
+                None => {
+                    self.closed.remove(0);
+                }
+            }
+        } else {
+            self.closed.drain(..n);
+        }
+        if self.closed.is_empty() && !self.open.is_empty() && self.open.min_time() < t {
+            let kept: Vec<Sample> = self.open.iter().filter(|s| s.t >= t).collect();
+            self.open = Chunk::from_samples(&kept);
+        }
+        self.ooo.retain(|s| s.t >= t);
+        Ok(false)
+    }
+
     /// Drops whole chunks (and buffered samples) that end before `t`; returns whether the
     /// series is now empty.
     pub(crate) fn truncate_before(&mut self, t: i64) -> bool {
