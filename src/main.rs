@@ -224,7 +224,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             readiness.set(false);
         }
     };
-    let served = axum::serve(listener, app)
+    let served = axum::serve(server::no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP");

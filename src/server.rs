@@ -127,3 +127,16 @@ pub(crate) fn register_process_metrics() {
     LazyLock::force(&API_REQUESTS);
     LazyLock::force(&API_SECONDS);
 }
+
+/// `listener` with `TCP_NODELAY` on every accepted connection, as Go's net/http sets it: a
+/// response is sent as soon as it is written rather than after the client's delayed ACK.
+pub(crate) fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
+}
