@@ -257,8 +257,10 @@ fn run_queries(
                 ])
                 .send()?;
             let status = resp.status();
-            let body: serde_json::Value = resp.json()?;
+            // The server's latency: until the whole answer is in, not the client's JSON parse.
+            let bytes = resp.bytes()?;
             times.push(t.elapsed());
+            let body: serde_json::Value = serde_json::from_slice(&bytes)?;
             if !status.is_success() {
                 bail!("{} answered {status} to {q}: {body}", target.name());
             }
