@@ -11,6 +11,7 @@ mod series;
 #[cfg(test)]
 mod tests;
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::Arc;
@@ -49,11 +50,12 @@ pub(crate) struct Head {
     symbols: Symbols,
     /// Series by the hash of their labels ([`labels_hash`]); the rare second series with the
     /// same hash is in `collisions`. Keeps one copy of each label set (in its series).
-    by_hash: HashMap<u64, SeriesId>,
+    /// By `labels_hash` (already a good hash, so hashed again cheaply with Fx, not SipHash).
+    by_hash: FxHashMap<u64, SeriesId>,
     collisions: HashMap<Labels, SeriesId>,
     series: Vec<Option<MemSeries>>,
     index: Index,
-    per_metric: HashMap<Arc<str>, usize>,
+    per_metric: foldhash::HashMap<Arc<str>, usize>,
     /// Bounds of all samples ever stored (they only widen): a query covering them needs no
     /// per-series time checks.
     min_t: i64,
@@ -124,11 +126,11 @@ impl Head {
             limits: cfg.limits.clone(),
             store,
             symbols: Symbols::default(),
-            by_hash: HashMap::new(),
+            by_hash: FxHashMap::default(),
             collisions: HashMap::new(),
             series: Vec::new(),
             index: Index::default(),
-            per_metric: HashMap::new(),
+            per_metric: foldhash::HashMap::default(),
             min_t: i64::MAX,
             max_t: i64::MIN,
             min_valid: i64::MIN,

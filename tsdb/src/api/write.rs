@@ -4,7 +4,6 @@
 //! samples rejected for non-retriable reasons, the accepted samples of the same request being
 //! stored; 5xx (retry) when storage fails; 415 for content types and encodings we do not speak.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -203,7 +202,9 @@ pub(super) async fn append_and_answer(
 /// and allocated once, however many series repeat it.
 #[derive(Default)]
 struct Interner<'a> {
-    strings: HashMap<&'a [u8], Arc<str>>,
+    /// foldhash, not SipHash: one lookup per label string of the request, and seeded, since
+    /// the keys are what the client sent.
+    strings: foldhash::HashMap<&'a [u8], Arc<str>>,
 }
 
 impl<'a> Interner<'a> {
