@@ -30,9 +30,12 @@ struct Container {
 }
 
 impl Container {
-    /// `controllers` are v1 mount names; on a cgroup v2 host the unified hierarchy is used.
-    fn create(controllers: &[&str]) -> Option<Container> {
-        let hex = format!("{:016x}{:048x}", std::process::id(), now_ms());
+    /// A container in every hierarchy a Docker container has (the collector finds containers
+    /// in the CPU hierarchies); on a cgroup v2 host, the unified one. `tag` tells the tests'
+    /// containers apart (tests of one process may start in the same millisecond).
+    fn create(tag: u32) -> Option<Container> {
+        let controllers = ["cpu", "cpuacct", "memory", "pids"];
+        let hex = format!("{:08x}{tag:08x}{:048x}", std::process::id(), now_ms());
         let rel = format!("docker/{hex}");
         let base = PathBuf::from("/sys/fs/cgroup");
         let roots: Vec<PathBuf> = if base.join("cgroup.procs").exists() {
@@ -40,7 +43,7 @@ impl Container {
         } else {
             // Each controller's own mount, or the combined `cpu,cpuacct` one.
             let mut roots: Vec<PathBuf> = Vec::new();
-            for c in controllers {
+            for c in &controllers {
                 let own = base.join(c);
                 let combined = base.join("cpu,cpuacct");
                 let root = if own.join("cgroup.procs").exists() && !own.is_symlink() {
@@ -71,6 +74,15 @@ impl Container {
             }
             c.dirs.push((root, d));
         }
+        if c.v2() {
+            // The limits' files exist only where the parent delegates the controllers.
+            for parent in ["/sys/fs/cgroup", "/sys/fs/cgroup/docker"] {
+                let _ = std::fs::write(
+                    Path::new(parent).join("cgroup.subtree_control"),
+                    "+cpu +memory +pids",
+                );
+            }
+        }
         Some(c)
     }
 
@@ -78,11 +90,9 @@ impl Container {
         self.dirs.len() == 1 && self.dirs[0].0 == Path::new("/sys/fs/cgroup")
     }
 
-    /// Writes `value` to `file` in the directory whose controller root ends with `controller`
-    /// (or the only one, on v2).
-    fn set(&self, controller: &str, file: &str, value: &str) {
-        let dir = self
-            .dirs
+    /// The cgroup's directory in `controller`'s hierarchy (the only one, on v2).
+    fn dir(&self, controller: &str) -> &Path {
+        self.dirs
             .iter()
             .find(|(root, _)| {
                 self.v2()
@@ -90,8 +100,13 @@ impl Container {
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller))
             })
-            .map(|(_, d)| d)
-            .expect("controller directory");
+            .map(|(_, d)| d.as_path())
+            .expect("controller directory")
+    }
+
+    /// Writes `value` to `file` in `controller`'s directory.
+    fn set(&self, controller: &str, file: &str, value: &str) {
+        let dir = self.dir(controller);
         std::fs::write(dir.join(file), value)
             .unwrap_or_else(|e| panic!("writing {file} in {}: {e}", dir.display()));
     }
@@ -187,7 +202,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn cpu_rate_from_the_api_matches_the_process_cpu_time() {
-    let Some(mut c) = Container::create(&["cpu", "cpuacct", "memory"]) else {
+    let Some(mut c) = Container::create(1) else {
         return;
     };
     if c.v2() {
@@ -274,11 +289,11 @@ fn cpu_rate_from_the_api_matches_the_process_cpu_time() {
 
 #[test]
 fn an_oom_kill_is_counted_by_the_api() {
-    let Some(mut c) = Container::create(&["memory"]) else {
+    let Some(mut c) = Container::create(2) else {
         return;
     };
     if !c.v2()
-        && !std::fs::read_to_string(c.dirs[0].1.join("memory.oom_control"))
+        && !std::fs::read_to_string(c.dir("memory").join("memory.oom_control"))
             .is_ok_and(|s| s.contains("oom_kill "))
     {
         eprintln!("SKIP: this kernel's memory.oom_control has no oom_kill (Linux < 4.13)");
@@ -290,7 +305,7 @@ fn an_oom_kill_is_counted_by_the_api() {
         c.set("memory", "memory.swap.max", "0");
     } else {
         c.set("memory", "memory.limit_in_bytes", &limit);
-        let _ = std::fs::write(c.dirs[0].1.join("memory.swappiness"), "0");
+        let _ = std::fs::write(c.dir("memory").join("memory.swappiness"), "0");
     }
     let dir = tempfile::tempdir().unwrap();
     let s = start_sextant(dir.path());
