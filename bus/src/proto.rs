@@ -34,6 +34,25 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Exemplars of the series (scraped OpenMetrics exemplars), as remote-write carries them.
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// An exemplar: its own labels (`trace_id`, …), value and time (remote-write field numbers).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
+    /// Whether the time came with the exemplar (a scraped exemplar without one gets the
+    /// scrape's time, and the store treats its repeats as duplicates). Not in remote-write.
+    #[prost(bool, tag = "4")]
+    pub has_timestamp: bool,
 }
 
 /// The payload of [`crate::Topic::Metrics`].
@@ -164,12 +183,19 @@ mod tests {
                         timestamp: 1_700_000_015_000,
                     },
                 ],
+                exemplars: vec![Exemplar {
+                    labels: vec![label("trace_id", "4bf92f3577b34da6")],
+                    value: 0.25,
+                    timestamp: 1_700_000_014_000,
+                    has_timestamp: true,
+                }],
             }],
         };
         let decoded = MetricsBatch::decode(batch.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded.tenant, "team-a");
         assert_eq!(decoded.series[0].labels, batch.series[0].labels);
         assert!(decoded.series[0].samples[1].value.is_nan());
+        assert_eq!(decoded.series[0].exemplars, batch.series[0].exemplars);
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl SeriesGroup {
                 value,
                 timestamp: timestamp_ms,
             }],
+            exemplars: Vec::new(),
         });
     }
 }

@@ -333,6 +333,7 @@ impl Workload {
                         value: v,
                         timestamp: t,
                     }],
+                    exemplars: Vec::new(),
                 });
                 samples += 1;
                 if pending[shard].len() >= cfg.batch {

@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tests::{Sextant, Tansu};
@@ -87,7 +87,7 @@ fn respond(mut conn: std::net::TcpStream, served: &AtomicU64) {
             (
                 "application/openmetrics-text; version=1.0.0; charset=utf-8".to_string(),
                 format!(
-                    "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total{{queue=\"a\"}} {n}\n# EOF\n"
+                    "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total{{queue=\"a\"}} {n} # {{trace_id=\"t{n}\"}} 0.5\n# EOF\n"
                 ),
             )
         } else {
@@ -228,6 +228,31 @@ fn collector_scrape_targets_reach_the_store_through_the_bus() {
     );
     let up = query(&s, "up{job=\"node\"}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
+    // The OpenMetrics pages' exemplars came through the bus too.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = ((now - 3600).to_string(), (now + 60).to_string());
+    let ex = get(
+        &s,
+        "/api/v1/query_exemplars",
+        &[("query", "jobs_total"), ("start", &start), ("end", &end)],
+    );
+    let ex = ex.as_array().unwrap();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0]["seriesLabels"]["job"], "node", "{ex:?}");
+    let traces: Vec<&str> = ex[0]["exemplars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !traces.is_empty() && traces.iter().all(|t| t.starts_with('t')),
+        "{ex:?}"
+    );
+    assert_eq!(ex[0]["exemplars"][0]["value"], "0.5");
     assert_eq!(up[0]["metric"]["instance"], instance);
     let scraped = query(&s, "scrape_samples_scraped{job=\"node\"}");
     assert_eq!(scraped[0]["value"][1], "1", "{scraped:?}");
@@ -302,6 +327,31 @@ fn collector_scrape_over_kafka_loses_no_scrape_to_a_broker_outage() {
     });
     let up = query(&s, "up{job=\"node\"}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
+    // The OpenMetrics pages' exemplars came through the bus too.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = ((now - 3600).to_string(), (now + 60).to_string());
+    let ex = get(
+        &s,
+        "/api/v1/query_exemplars",
+        &[("query", "jobs_total"), ("start", &start), ("end", &end)],
+    );
+    let ex = ex.as_array().unwrap();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0]["seriesLabels"]["job"], "node", "{ex:?}");
+    let traces: Vec<&str> = ex[0]["exemplars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !traces.is_empty() && traces.iter().all(|t| t.starts_with('t')),
+        "{ex:?}"
+    );
+    assert_eq!(ex[0]["exemplars"][0]["value"], "0.5");
 
     // While the broker is down the producer holds the scrape and the loop waits for it; once
     // the broker is back, scraping goes on: no value of the counter is missing.

@@ -30,6 +30,7 @@ fn series(writer: usize, k: usize, t: i64, v: f64) -> TimeSeries {
             value: v,
             timestamp: t,
         }],
+        exemplars: Vec::new(),
     }
 }
 

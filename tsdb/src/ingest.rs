@@ -16,6 +16,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::DEFAULT_TENANT;
+use crate::exemplar::{Exemplar, SeriesExemplars};
 use crate::labels::Labels;
 use crate::metrics;
 use crate::storage::{AppendReport, Sample, SeriesSamples, StorageError, Tenants};
@@ -93,11 +94,19 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, backoff: &mut Duration)
     }
 }
 
-/// Decodes payloads into series per tenant; undecodable payloads are counted and skipped.
+/// What the records of one poll hold for one tenant.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TenantBatch {
+    pub(crate) series: Vec<SeriesSamples>,
+    pub(crate) exemplars: Vec<SeriesExemplars>,
+}
+
+/// Decodes payloads into series and exemplars per tenant; undecodable payloads are counted and
+/// skipped.
 pub(crate) fn decode<'a>(
     payloads: impl Iterator<Item = &'a [u8]>,
-) -> BTreeMap<String, Vec<SeriesSamples>> {
-    let mut out: BTreeMap<String, Vec<SeriesSamples>> = BTreeMap::new();
+) -> BTreeMap<String, TenantBatch> {
+    let mut out: BTreeMap<String, TenantBatch> = BTreeMap::new();
     let (mut stored, mut bad) = (0u64, 0u64);
     for payload in payloads {
         let batch = match MetricsBatch::decode(payload) {
@@ -114,20 +123,41 @@ pub(crate) fn decode<'a>(
         } else {
             batch.tenant
         };
-        let series = out.entry(tenant).or_default();
-        series.extend(batch.series.into_iter().map(|ts| {
-            SeriesSamples {
-                labels: Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value))),
-                samples: ts
-                    .samples
-                    .into_iter()
-                    .map(|s| Sample {
-                        t: s.timestamp,
-                        v: s.value,
-                    })
-                    .collect(),
+        let tb = out.entry(tenant).or_default();
+        for ts in batch.series {
+            let labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
+            if !ts.exemplars.is_empty() {
+                tb.exemplars.push(SeriesExemplars {
+                    labels: labels.clone(),
+                    exemplars: ts
+                        .exemplars
+                        .into_iter()
+                        .map(|e| Exemplar {
+                            labels: Labels::from_pairs(
+                                e.labels.into_iter().map(|l| (l.name, l.value)),
+                            ),
+                            value: e.value,
+                            t: e.timestamp,
+                            has_ts: e.has_timestamp,
+                        })
+                        .collect(),
+                });
             }
-        }));
+            // A series sent for its exemplars alone has no samples to append.
+            if !ts.samples.is_empty() {
+                tb.series.push(SeriesSamples {
+                    labels,
+                    samples: ts
+                        .samples
+                        .into_iter()
+                        .map(|s| Sample {
+                            t: s.timestamp,
+                            v: s.value,
+                        })
+                        .collect(),
+                });
+            }
+        }
     }
     metrics::BUS_RECORDS
         .with_label_values(&["stored"])
@@ -138,17 +168,24 @@ pub(crate) fn decode<'a>(
     out
 }
 
-/// Appends every tenant's series, off the async runtime (appends wait for an fsync).
+/// Appends every tenant's series, then its exemplars, off the async runtime (appends wait for
+/// an fsync).
 async fn append(
     tenants: &Arc<dyn Tenants>,
-    batches: &BTreeMap<String, Vec<SeriesSamples>>,
+    batches: &BTreeMap<String, TenantBatch>,
 ) -> Result<(), StorageError> {
-    for (tenant, series) in batches {
+    for (tenant, tb) in batches {
         let store = tenants.tenant(tenant)?;
-        let series = series.clone();
-        let report = tokio::task::spawn_blocking(move || store.append(&series))
-            .await
-            .map_err(|e| StorageError::Internal(format!("append task failed: {e}")))??;
+        let tb = tb.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let report = store.append(&tb.series)?;
+            if !tb.exemplars.is_empty() {
+                store.append_exemplars(&tb.exemplars)?;
+            }
+            Ok::<_, StorageError>(report)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("append task failed: {e}")))??;
         count(tenant, &report);
     }
     Ok(())
@@ -201,9 +238,52 @@ mod tests {
                         value: v,
                     })
                     .collect(),
+                exemplars: Vec::new(),
             }],
         };
         Record::new(job.to_string(), b.encode_to_vec())
+    }
+
+    #[tokio::test]
+    async fn exemplars_from_the_bus_reach_the_store_without_empty_series() {
+        let series = SeriesExemplars {
+            labels: Labels::from_pairs([("__name__", "req_total"), ("job", "api")]),
+            exemplars: vec![Exemplar {
+                labels: Labels::from_pairs([("trace_id", "abc123")]),
+                value: 0.5,
+                t: 1_000,
+                has_ts: false,
+            }],
+        };
+        let records =
+            crate::scrape::sink::exemplar_records("team-a", std::slice::from_ref(&series));
+        assert_eq!(records.len(), 1);
+        let batches = decode(records.iter().map(|r| &r.payload[..]));
+        let tb = &batches["team-a"];
+        assert!(
+            tb.series.is_empty(),
+            "an exemplar-only series appends no samples"
+        );
+        assert_eq!(tb.exemplars, vec![series.clone()]);
+        let tenants = Arc::new(MemTenants::new());
+        append(&(tenants.clone() as Arc<dyn Tenants>), &batches)
+            .await
+            .unwrap();
+        let m = Matcher::new(MatchOp::Equal, "job", "api").unwrap();
+        let got = tenants
+            .tenant("team-a")
+            .unwrap()
+            .select_exemplars(&[vec![m]], 0, 2_000)
+            .unwrap();
+        assert_eq!(got, vec![series]);
+        // Nothing was stored as a series.
+        let m = Matcher::new(MatchOp::Equal, "job", "api").unwrap();
+        let stored = tenants
+            .tenant("team-a")
+            .unwrap()
+            .select(&[m], i64::MIN, i64::MAX)
+            .unwrap();
+        assert!(stored.is_empty(), "{stored:?}");
     }
 
     fn select(tenants: &MemTenants, tenant: &str) -> Vec<SeriesSamples> {

@@ -43,6 +43,7 @@ impl Builder {
         self.out.push(TimeSeries {
             labels: ls,
             samples,
+            exemplars: Vec::new(),
         });
     }
 

@@ -65,8 +65,8 @@ pub trait ScrapeSink: Send + Sync + Debug {
     ) -> Result<AppendReport, SinkError>;
 
     /// Writes a scrape's exemplars and metric metadata (the metadata only when it changed),
-    /// after its samples. Sinks that cannot carry them drop them (the bus's records have no
-    /// place for them).
+    /// after its samples. Sinks that cannot carry something drop it (the bus carries
+    /// exemplars, not metadata).
     async fn write_annotations(
         &self,
         _tenant: &str,
@@ -195,6 +195,7 @@ impl BusSink {
                         timestamp: p.t,
                     })
                     .collect(),
+                exemplars: Vec::new(),
             };
             // Field tag, length prefix and the message.
             let len = ts.encoded_len() + 6;
@@ -210,6 +211,37 @@ impl BusSink {
         }
         records
     }
+}
+
+/// The records carrying a scrape's exemplars: series without samples, keyed by the first
+/// series (exemplars need no order with the samples; the store checks each on its own).
+pub fn exemplar_records(tenant: &str, exemplars: &[SeriesExemplars]) -> Vec<Record> {
+    let Some(first) = exemplars.first() else {
+        return Vec::new();
+    };
+    let key = bus::proto::labels_key(tenant, &to_proto_labels(&first.labels));
+    let series = exemplars
+        .iter()
+        .filter(|s| !s.exemplars.is_empty())
+        .map(|s| TimeSeries {
+            labels: to_proto_labels(&s.labels),
+            samples: Vec::new(),
+            exemplars: s
+                .exemplars
+                .iter()
+                .map(|e| bus::proto::Exemplar {
+                    labels: to_proto_labels(&e.labels),
+                    value: e.value,
+                    timestamp: e.t,
+                    has_timestamp: e.has_ts,
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    if series.is_empty() {
+        return Vec::new();
+    }
+    vec![record(tenant, &key, series)]
 }
 
 fn record(tenant: &str, key: &bytes::Bytes, series: Vec<TimeSeries>) -> Record {
@@ -251,6 +283,21 @@ impl ScrapeSink for BusSink {
             accepted: samples,
             ..AppendReport::default()
         })
+    }
+
+    /// Sends the exemplars (the store's ingest stores them); metric metadata has no place in
+    /// the bus's records and is dropped.
+    async fn write_annotations(
+        &self,
+        tenant: &str,
+        exemplars: Vec<SeriesExemplars>,
+        _metadata: Vec<(String, Metadata)>,
+    ) -> Result<(), SinkError> {
+        let records = exemplar_records(tenant, &exemplars);
+        if !records.is_empty() {
+            self.producer.send(Topic::Metrics, records).await?;
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,9 @@ fn target(instance: &str) -> Labels {
 /// The ingest decoder's view of `records`, tenant by tenant.
 fn decoded(records: &[Record]) -> std::collections::BTreeMap<String, Vec<SeriesSamples>> {
     ingest::decode(records.iter().map(|r| &r.payload[..]))
+        .into_iter()
+        .map(|(tenant, tb)| (tenant, tb.series))
+        .collect()
 }
 
 /// Compares values bit for bit (staleness markers are NaNs), except that -0 arrives as 0:
