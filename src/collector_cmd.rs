@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::server::{self, Readiness};
-use crate::{EXIT_CONFIG, init_logging, load_config, shutdown_signal};
+use crate::{EXIT_CONFIG, init_logging, load_config};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CollectorArgs {
@@ -128,37 +127,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let readiness = Readiness::default();
     let app = server::router(readiness.clone(), axum::Router::new());
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    // The one line on standard output, as for `sextant run`.
-    println!("sextant listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %data_dir.display(), bus = bus.kind(), "sextant collector ready");
-    readiness.set(true);
-
-    let shutdown = {
-        let readiness = readiness.clone();
-        async move {
-            let signal = shutdown_signal().await;
-            tracing::info!(
-                signal,
-                "shutting down: stopping the sources, closing the spool"
-            );
-            readiness.set(false);
-        }
-    };
-    let served = axum::serve(server::no_delay(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP");
+    let served = server::serve(
+        &config.server.listen,
+        app,
+        &readiness,
+        |addr| tracing::info!(%addr, data_dir = %data_dir.display(), bus = bus.kind(), "sextant collector ready"),
+        "stopping the sources, closing the spool",
+    )
+    .await?;
     let _ = stop.send(true);
     agent.shutdown().await;
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            tracing::error!(error = %e, "a component panicked");
-        }
-    }
+    server::join_tasks(&mut tasks).await;
     bus.close().await.context("closing the bus")?;
     served?;
     tracing::info!("shutdown complete");

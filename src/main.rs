@@ -14,7 +14,6 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, LogFormat};
@@ -204,41 +203,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let readiness = Readiness::default();
     let app = server::router(readiness.clone(), tsdb::api::router(api));
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    // The one line on standard output: scripts and tests read the bound port from it.
-    println!("sextant listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %data_dir.display(), bus = bus.kind(), "sextant ready");
-    readiness.set(true);
-
-    let shutdown = {
-        let readiness = readiness.clone();
-        async move {
-            let signal = shutdown_signal().await;
-            tracing::info!(
-                signal,
-                "shutting down: draining requests, flushing accepted data"
-            );
-            readiness.set(false);
-        }
-    };
-    let served = axum::serve(server::no_delay(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP");
+    let served = server::serve(
+        &config.server.listen,
+        app,
+        &readiness,
+        |addr| tracing::info!(%addr, data_dir = %data_dir.display(), bus = bus.kind(), "sextant ready"),
+        "draining requests, flushing accepted data",
+    )
+    .await?;
 
     let _ = stop.send(true);
     scraper.shutdown().await;
     if let Some(a) = &agent {
         a.shutdown().await;
     }
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            tracing::error!(error = %e, "a component panicked");
-        }
-    }
+    server::join_tasks(&mut tasks).await;
     tokio::task::spawn_blocking(move || tenants.close())
         .await
         .context("closing the tsdb")?

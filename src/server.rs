@@ -140,3 +140,46 @@ pub(crate) fn no_delay(
         }
     })
 }
+
+/// Binds `listen`, prints the one line on standard output with the bound address (scripts and
+/// tests read the port from it), calls `ready` and marks `readiness` ready, then serves `app`
+/// until SIGINT or SIGTERM, when readiness turns false (logging `stopping`) and requests
+/// drain. The outer error is binding; the inner one is serving, for the caller to report after
+/// it has stopped its components and closed its stores.
+pub(crate) async fn serve(
+    listen: &str,
+    app: Router,
+    readiness: &Readiness,
+    ready: impl FnOnce(std::net::SocketAddr),
+    stopping: &'static str,
+) -> anyhow::Result<anyhow::Result<()>> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("sextant listening on http://{addr}");
+    ready(addr);
+    readiness.set(true);
+    let shutdown = {
+        let readiness = readiness.clone();
+        async move {
+            let signal = crate::shutdown_signal().await;
+            tracing::info!(signal, "shutting down: {stopping}");
+            readiness.set(false);
+        }
+    };
+    Ok(axum::serve(no_delay(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP"))
+}
+
+/// Waits for every component task, logging those that panicked.
+pub(crate) async fn join_tasks(tasks: &mut tokio::task::JoinSet<()>) {
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a component panicked");
+        }
+    }
+}

@@ -350,14 +350,17 @@ impl<'a> ChunkIter<'a> {
     /// Appends the remaining samples within `[mint, maxt]` to `out` (a plain loop: the
     /// query path's hottest).
     pub fn decode_into(&mut self, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
-        // Past the first two samples an integer chunk is two delta-of-deltas per sample: a
-        // dedicated loop without the per-sample dispatch of `decode`.
-        while self.left > 0 && self.read < 2 {
-            let Some(s) = self.decode() else {
-                self.left = 0;
+        loop {
+            // Past the first two samples an integer chunk is two delta-of-deltas per sample:
+            // a dedicated loop without the per-sample dispatch of `decode`.
+            if let ValueEncoding::Int { exp } = self.enc
+                && self.read >= 2
+            {
+                return self.decode_ints_into(exp, mint, maxt, out);
+            }
+            let Some(s) = self.next() else {
                 return;
             };
-            self.left -= 1;
             if s.t > maxt {
                 return;
             }
@@ -365,48 +368,34 @@ impl<'a> ChunkIter<'a> {
                 out.push(s);
             }
         }
-        if let ValueEncoding::Int { exp } = self.enc {
-            let div = POW10[usize::from(exp)];
-            let st = &mut self.st;
-            let r = &mut self.r;
-            while self.left > 0 {
-                let (Some(tdod), Some(ndod)) =
-                    (read_int(r, &mut st.t_width), read_int(r, &mut st.n_width))
-                else {
-                    self.left = 0;
-                    return;
-                };
-                self.left -= 1;
-                self.read = self.read.saturating_add(1);
-                st.t_delta = st.t_delta.wrapping_add(tdod);
-                st.t = st.t.wrapping_add(st.t_delta);
-                st.n_delta = st.n_delta.wrapping_add(ndod);
-                st.n = st.n.wrapping_add(st.n_delta);
-                if st.t > maxt {
-                    return;
-                }
-                if st.t >= mint {
-                    let v = if exp == 0 {
-                        st.n as f64
-                    } else {
-                        st.n as f64 / div
-                    };
-                    out.push(Sample { t: st.t, v });
-                }
-            }
-            return;
-        }
+    }
+
+    /// [`ChunkIter::decode_into`] for an integer chunk past its first two samples.
+    fn decode_ints_into(&mut self, exp: u8, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+        let div = POW10[usize::from(exp)];
+        let st = &mut self.st;
+        let r = &mut self.r;
         while self.left > 0 {
-            let Some(s) = self.decode() else {
+            let (Some(tdod), Some(ndod)) =
+                (read_int(r, &mut st.t_width), read_int(r, &mut st.n_width))
+            else {
                 self.left = 0;
                 return;
             };
             self.left -= 1;
-            if s.t > maxt {
+            self.read = self.read.saturating_add(1);
+            st.t_delta = st.t_delta.wrapping_add(tdod);
+            st.t = st.t.wrapping_add(st.t_delta);
+            st.n_delta = st.n_delta.wrapping_add(ndod);
+            st.n = st.n.wrapping_add(st.n_delta);
+            if st.t > maxt {
                 return;
             }
-            if s.t >= mint {
-                out.push(s);
+            if st.t >= mint {
+                out.push(Sample {
+                    t: st.t,
+                    v: st.n as f64 / div,
+                });
             }
         }
     }
