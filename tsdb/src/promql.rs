@@ -209,10 +209,6 @@ pub fn instant_query_parsed(
     })
 }
 
-/// Entries of a range query's memo of name-stripped label sets (which would only grow if the
-/// label sets reaching the top are built afresh at every step).
-const MAX_STRIPPED: usize = 100_000;
-
 /// [`range_query`] on a parsed query.
 pub fn range_query_parsed(
     q: &dyn Queryable,
@@ -257,8 +253,8 @@ pub fn range_query_parsed(
     // Most series keep the same shared label set from step to step: find them by address
     // first (a miss falls back to the label contents).
     let mut by_ptr: FxHashMap<usize, usize> = FxHashMap::default();
-    // Label sets without their name, by the address of the label set they came from (held).
-    let mut stripped: FxHashMap<usize, (Arc<Labels>, Arc<Labels>)> = FxHashMap::default();
+    // Label sets without their name, derived once per label set reaching the top.
+    let mut stripped = memo::KeyMemo::default();
     let mut series: Vec<(Arc<Labels>, Vec<Sample2>, i64)> = Vec::new();
     let mut total = 0usize;
     let mut t = start;
@@ -304,22 +300,15 @@ pub fn range_query_parsed(
                 for s in v {
                     let labels =
                         if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
-                            let ptr = Arc::as_ptr(&s.labels) as usize;
-                            match stripped.get(&ptr) {
-                                Some((src, l)) if Arc::ptr_eq(src, &s.labels) => l.clone(),
-                                _ => {
-                                    let l = Arc::new(s.labels.without(is_metadata_label));
-                                    if stripped.len() < MAX_STRIPPED {
-                                        stripped.insert(ptr, (s.labels, l.clone()));
-                                    }
-                                    l
-                                }
-                            }
+                            let (slot, _) =
+                                stripped.get(&s.labels, |l| (l.without(is_metadata_label), None));
+                            stripped.key(slot)
                         } else {
                             s.labels
                         };
                     push(labels, t, s.v)?;
                 }
+                stripped.end_call();
             }
             _ => {
                 return Err(QueryError::Execution(

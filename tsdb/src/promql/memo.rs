@@ -1,4 +1,6 @@
-//! Per-node memos of label-set derivations across the steps of a query.
+//! Per-node memos of label-set derivations across the steps of a query (grouping keys of
+//! aggregations and `histogram_quantile`, and the name-stripped label sets of a range query's
+//! result).
 //!
 //! A range query evaluates each node once per step, and most series reach an aggregation or
 //! `histogram_quantile` with the same shared label set (`Arc<Labels>`) at every step. Deriving
