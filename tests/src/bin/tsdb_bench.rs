@@ -52,7 +52,14 @@ struct Args {
     /// Where peers keep their data (a fresh temporary directory by default).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Only run the queries, against the data an earlier run left in `--work-dir` (each peer
+    /// restarts on its kept data directory; no workload is generated or sent).
+    #[arg(long, requires = "work_dir")]
+    queries_only: bool,
 }
+
+/// The file under the work directory that keeps the workload's end for `--queries-only`.
+const END_FILE: &str = "workload-end-ms";
 
 /// The range queries of a dashboard over the last hour.
 const QUERIES: &[&str] = &[
@@ -73,8 +80,18 @@ struct Figures {
     peak_rss: u64,
     rss_after: u64,
     disk_bytes: u64,
-    /// Per query: median and p99 latency, and the number of result series.
-    queries: Vec<(Duration, Duration, usize)>,
+    queries: Vec<QueryFigures>,
+}
+
+/// One query's figures over its runs.
+#[derive(Debug)]
+struct QueryFigures {
+    p50: Duration,
+    p99: Duration,
+    /// The server's CPU time (user + system) per run.
+    cpu: Duration,
+    /// Result series.
+    series: usize,
 }
 
 /// A system under test.
@@ -231,20 +248,18 @@ fn send_all(target: &Target, workload: &Workload) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn run_queries(
-    target: &Target,
-    w: &Workload,
-    runs: usize,
-) -> Result<Vec<(Duration, Duration, usize)>> {
+fn run_queries(target: &Target, end_ms: i64, runs: usize) -> Result<Vec<QueryFigures>> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;
-    let end = w.end_ms as f64 / 1000.0;
+    let pid = target.pid()?;
+    let end = end_ms as f64 / 1000.0;
     let start = end - 3600.0;
     let mut out = Vec::new();
     for q in QUERIES {
         let mut times = Vec::with_capacity(runs);
         let mut series = 0;
+        let cpu0 = cpu_seconds(pid)?;
         for _ in 0..runs {
             let t = Instant::now();
             let resp = client
@@ -266,9 +281,15 @@ fn run_queries(
             }
             series = body["data"]["result"].as_array().map_or(0, Vec::len);
         }
+        let cpu = (cpu_seconds(pid)? - cpu0) / runs.max(1) as f64;
         times.sort();
         let p = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-        out.push((p(0.5), p(0.99), series));
+        out.push(QueryFigures {
+            p50: p(0.5),
+            p99: p(0.99),
+            cpu: Duration::from_secs_f64(cpu.max(0.0)),
+            series,
+        });
     }
     Ok(out)
 }
@@ -282,7 +303,7 @@ fn bench(name: &str, dir: &Path, w: &Workload, args: &Args) -> Result<Figures> {
     let ingest_cpu = cpu_seconds(pid)? - cpu0;
     let rss_after = status_bytes(pid, "VmRSS")?;
     target.flush()?;
-    let queries = run_queries(&target, w, args.query_runs)?;
+    let queries = run_queries(&target, w.end_ms, args.query_runs)?;
     target.settle()?;
     let peak_rss = status_bytes(pid, "VmHWM")?;
     let name = target.name();
@@ -299,8 +320,54 @@ fn bench(name: &str, dir: &Path, w: &Workload, args: &Args) -> Result<Figures> {
     })
 }
 
+/// `--queries-only`: each peer restarted on the data an earlier run kept, then the queries.
+fn queries_only(root: &Path, args: &Args) -> Result<()> {
+    let end_file = root.join(END_FILE);
+    let end_ms: i64 = std::fs::read_to_string(&end_file)
+        .with_context(|| {
+            format!(
+                "reading {} (run once without --queries-only)",
+                end_file.display()
+            )
+        })?
+        .trim()
+        .parse()?;
+    let mut first: Option<Figures> = None;
+    for name in &args.peers {
+        let dir = root.join(name);
+        if !dir.exists() {
+            bail!("{} holds no data of {name}", root.display());
+        }
+        let target = Target::start(name, &dir)?;
+        let queries = run_queries(&target, end_ms, args.query_runs)?;
+        let f = Figures {
+            name: target.name(),
+            ingest_wall: Duration::ZERO,
+            ingest_cpu: 0.0,
+            peak_rss: 0,
+            rss_after: 0,
+            disk_bytes: 0,
+            queries,
+        };
+        target.stop()?;
+        println!("{}:", f.name);
+        print_queries(&f, first.as_ref());
+        if first.is_none() {
+            first = Some(f);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.queries_only {
+        let root = args
+            .work_dir
+            .clone()
+            .context("--queries-only needs --work-dir")?;
+        return queries_only(&root, &args);
+    }
     if args.peers.iter().any(|p| p == "sextant") {
         // Fail before the minutes of generation when the binary is missing.
         tests::workspace_bin("sextant")?;
@@ -340,27 +407,19 @@ fn main() -> Result<()> {
             tmp.path().to_owned()
         }
     };
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join(END_FILE), w.end_ms.to_string())?;
     let mut figures: Vec<Figures> = Vec::new();
     for name in &args.peers {
         let f = bench(name, &root.join(name), &w, &args)?;
-        print_figures(&f, &w);
-        if let Some(first) = figures.first() {
-            for (q, (a, b)) in QUERIES.iter().zip(first.queries.iter().zip(&f.queries)) {
-                if a.2 != b.2 {
-                    println!(
-                        "  warning: {} returned {} series, {} {}: {q}",
-                        f.name, b.2, first.name, a.2
-                    );
-                }
-            }
-        }
+        print_figures(&f, &w, figures.first());
         figures.push(f);
     }
     print_table(&figures, &w);
     Ok(())
 }
 
-fn print_figures(f: &Figures, w: &Workload) {
+fn print_figures(f: &Figures, w: &Workload, first: Option<&Figures>) {
     println!(
         "{}: ingest {:.0} samples/s wall, {:.0} samples per CPU-second ({:.1} CPU-s), peak RSS {:.1} MB, {:.0} B RSS per active series, disk {:.2} B/sample",
         f.name,
@@ -371,12 +430,27 @@ fn print_figures(f: &Figures, w: &Workload) {
         f.rss_after as f64 / w.series_active as f64,
         f.disk_bytes as f64 / w.samples as f64,
     );
-    for (q, (p50, p99, n)) in QUERIES.iter().zip(&f.queries) {
+    print_queries(f, first);
+}
+
+/// One line per query; a warning where the first peer's answer had another number of series.
+fn print_queries(f: &Figures, first: Option<&Figures>) {
+    for (i, (q, r)) in QUERIES.iter().zip(&f.queries).enumerate() {
         println!(
-            "  {:>8.2} ms p50 {:>8.2} ms p99 {n:>5} series  {q}",
-            ms(*p50),
-            ms(*p99)
+            "  {:>8.2} ms p50 {:>8.2} ms p99 {:>8.2} ms CPU {:>5} series  {q}",
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.cpu),
+            r.series
         );
+        if let Some(a) = first.and_then(|first| first.queries.get(i).map(|a| (first.name, a)))
+            && a.1.series != r.series
+        {
+            println!(
+                "  warning: {} returned {} series, {} {}: {q}",
+                f.name, r.series, a.0, a.1.series
+            );
+        }
     }
 }
 
@@ -433,7 +507,16 @@ fn print_table(figures: &[Figures], w: &Workload) {
         row(label, val.as_ref());
     }
     for (i, q) in QUERIES.iter().enumerate() {
-        row(&format!("p50 ms `{q}`"), &|f: &Figures| ms(f.queries[i].0));
-        row(&format!("p99 ms `{q}`"), &|f: &Figures| ms(f.queries[i].1));
+        row(
+            &format!("p50 ms `{q}`"),
+            &|f: &Figures| ms(f.queries[i].p50),
+        );
+        row(
+            &format!("p99 ms `{q}`"),
+            &|f: &Figures| ms(f.queries[i].p99),
+        );
+        row(&format!("CPU ms per run `{q}`"), &|f: &Figures| {
+            ms(f.queries[i].cpu)
+        });
     }
 }
