@@ -14,9 +14,9 @@ mod memo;
 mod steps;
 pub mod value;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use promql_parser::parser::Expr;
@@ -109,6 +109,36 @@ pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
     })
 }
 
+/// Parsed queries by their text. Dashboards send the same few queries at every refresh, and
+/// parsing one (`promql-parser` also compiles its regexes) costs a tenth of evaluating a small
+/// query. Evaluation only reads the AST, so one parse serves concurrent queries.
+static PARSE_CACHE: LazyLock<Mutex<FxHashMap<String, Arc<ParsedQuery>>>> =
+    LazyLock::new(Default::default);
+
+/// Queries kept in [`PARSE_CACHE`]; it is emptied when full (dashboards refill it quickly).
+const PARSE_CACHE_SIZE: usize = 512;
+
+/// Longest query text that is cached (longer ones are generated, rarely repeated).
+const PARSE_CACHE_MAX_LEN: usize = 4096;
+
+/// [`parse_query`] through [`PARSE_CACHE`]; errors are not cached.
+fn parse_cached(text: &str) -> Result<Arc<ParsedQuery>, QueryError> {
+    if text.len() > PARSE_CACHE_MAX_LEN {
+        return parse_query(text).map(Arc::new);
+    }
+    let cache = || PARSE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cache().get(text) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(parse_query(text)?);
+    let mut c = cache();
+    if c.len() >= PARSE_CACHE_SIZE {
+        c.clear();
+    }
+    c.insert(text.to_owned(), p.clone());
+    Ok(p)
+}
+
 /// Evaluates `expr` at `t` (milliseconds since the epoch).
 pub fn instant_query(
     q: &dyn Queryable,
@@ -116,7 +146,7 @@ pub fn instant_query(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    instant_query_parsed(q, &parse_query(expr)?, t, opts)
+    instant_query_parsed(q, &*parse_cached(expr)?, t, opts)
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -129,7 +159,7 @@ pub fn range_query(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    range_query_parsed(q, &parse_query(expr)?, start, end, step, opts)
+    range_query_parsed(q, &*parse_cached(expr)?, start, end, step, opts)
 }
 
 /// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
@@ -247,68 +277,26 @@ pub fn range_query_parsed(
         .with_invalid_utf8(p.invalid_utf8.clone());
     ev.step = step;
     ev.plan(expr, start, end);
-    // One hash lookup per output sample: the index finds the series, and the step a series
-    // last got a sample at detects duplicate label sets within a step.
-    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
-    // Most series keep the same shared label set from step to step: find them by address
-    // first (a miss falls back to the label contents).
-    let mut by_ptr: FxHashMap<usize, usize> = FxHashMap::default();
-    // Label sets without their name, derived once per label set reaching the top.
-    let mut stripped = memo::KeyMemo::default();
-    let mut series: Vec<(Arc<Labels>, Vec<Sample2>, i64)> = Vec::new();
+    let mut out = RangeOutput {
+        steps: usize::try_from((end - start) / step + 1).unwrap_or(1),
+        ..RangeOutput::default()
+    };
     let mut total = 0usize;
     let mut t = start;
-    let mut push = |labels: Arc<Labels>, t: i64, v: f64| -> Result<(), QueryError> {
-        let ptr = Arc::as_ptr(&labels) as usize;
-        let i = match by_ptr.get(&ptr) {
-            Some(i) if Arc::ptr_eq(&series[*i].0, &labels) => *i,
-            _ => {
-                let i = match index.get(&labels) {
-                    Some(i) => *i,
-                    None => {
-                        index.insert(labels.clone(), series.len());
-                        series.push((labels.clone(), Vec::new(), i64::MIN));
-                        series.len() - 1
-                    }
-                };
-                if Arc::ptr_eq(&series[i].0, &labels) {
-                    by_ptr.insert(ptr, i);
-                }
-                i
-            }
-        };
-        let (_, samples, last) = &mut series[i];
-        if *last == t {
-            return Err(QueryError::Execution(
-                "vector cannot contain metrics with the same labelset".into(),
-            ));
-        }
-        *last = t;
-        samples.push(Sample2 { t, v });
-        Ok(())
-    };
     while t <= end {
         ev.check_done()?;
         ev.cur_samples = total;
         match ev.eval(expr, t)? {
             Val::Scalar(v) => {
-                push(Arc::new(Labels::empty()), t, v)?;
+                out.push_scalar(t, v)?;
                 total += 1;
             }
             Val::Vector(v) => {
                 total += v.len();
                 for s in v {
-                    let labels =
-                        if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
-                            let (slot, _) =
-                                stripped.get(&s.labels, |l| (l.without(is_metadata_label), None));
-                            stripped.key(slot)
-                        } else {
-                            s.labels
-                        };
-                    push(labels, t, s.v)?;
+                    out.push(s, t)?;
                 }
-                stripped.end_call();
+                out.end_step();
             }
             _ => {
                 return Err(QueryError::Execution(
@@ -321,12 +309,10 @@ pub fn range_query_parsed(
         }
         t += step;
     }
+    let series = out.series;
     let mut out: Vec<SeriesSamples> = series
         .into_iter()
-        .map(|(labels, samples, _)| SeriesSamples {
-            labels: Arc::unwrap_or_clone(labels),
-            samples,
-        })
+        .map(|(labels, samples, _)| SeriesSamples { labels, samples })
         .collect();
     out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     Ok(QueryOutput {
@@ -334,6 +320,96 @@ pub fn range_query_parsed(
         warnings: ev.warnings,
         infos: ev.infos,
     })
+}
+
+/// Entries past which [`RangeOutput`]'s map by address is emptied when a step mostly missed
+/// (label sets built afresh at every step, e.g. by a binary operator).
+const MAX_BY_PTR: usize = 50_000;
+
+/// The series of a range query's result as its steps arrive.
+#[derive(Default)]
+struct RangeOutput {
+    /// Each output series: its labels (name dropped where asked), samples, and the last step
+    /// it got a sample at (a second sample in one step is a duplicate label set).
+    series: Vec<(Labels, Vec<Sample2>, i64)>,
+    /// The query's steps: the most samples a series gets.
+    steps: usize,
+    /// Output series by label set.
+    index: FxHashMap<Labels, usize>,
+    /// Output series by the address of the step's shared label set and whether the name is
+    /// dropped: most series reach the top with the same `Arc` at every step, so one lookup
+    /// finds them. Holds the `Arc`, so that its address is not reused while the entry lives.
+    by_ptr: FxHashMap<(usize, bool), (Arc<Labels>, usize)>,
+    hits: usize,
+    misses: usize,
+}
+
+impl RangeOutput {
+    fn push(&mut self, s: Sample, t: i64) -> Result<(), QueryError> {
+        let key = (Arc::as_ptr(&s.labels) as usize, s.drop_name);
+        let i = match self.by_ptr.get(&key) {
+            Some((src, i)) if Arc::ptr_eq(src, &s.labels) => {
+                self.hits += 1;
+                *i
+            }
+            _ => {
+                self.misses += 1;
+                let labels = if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name))
+                {
+                    s.labels.without(is_metadata_label)
+                } else {
+                    (*s.labels).clone()
+                };
+                let i = self.slot(labels);
+                self.by_ptr.insert(key, (s.labels, i));
+                i
+            }
+        };
+        self.add(i, t, s.v)
+    }
+
+    fn push_scalar(&mut self, t: i64, v: f64) -> Result<(), QueryError> {
+        let i = self.slot(Labels::empty());
+        self.add(i, t, v)
+    }
+
+    fn slot(&mut self, labels: Labels) -> usize {
+        match self.index.get(&labels) {
+            Some(i) => *i,
+            None => {
+                let i = self.series.len();
+                self.index.insert(labels.clone(), i);
+                // Most series have a sample at most steps; the cap bounds what sparse series
+                // of long queries reserve.
+                let cap = self.steps.min(1024);
+                self.series.push((labels, Vec::with_capacity(cap), i64::MIN));
+                i
+            }
+        }
+    }
+
+    fn add(&mut self, i: usize, t: i64, v: f64) -> Result<(), QueryError> {
+        let Some((_, samples, last)) = self.series.get_mut(i) else {
+            return Ok(());
+        };
+        if *last == t {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        *last = t;
+        samples.push(Sample2 { t, v });
+        Ok(())
+    }
+
+    /// After each step: a map that mostly missed and has grown large is emptied.
+    fn end_step(&mut self) {
+        if self.misses > self.hits && self.by_ptr.len() > MAX_BY_PTR {
+            self.by_ptr.clear();
+        }
+        self.hits = 0;
+        self.misses = 0;
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use promql_parser::util::{ExprVisitor, walk_expr};
 use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration, selector_matcher_sets};
 use super::response::{
     ApiError, ApiSuccess, TRUNCATED_WARNING, json_string, push_labels, push_timestamp, push_value,
-    render_query_data,
+    render_query_body,
 };
 use super::{ApiState, blocking, respond};
 use crate::exemplar::SeriesExemplars;
@@ -157,7 +157,7 @@ fn render(mut out: QueryOutput, limit: usize) -> ApiSuccess {
             _ => {}
         }
     }
-    let mut s = ApiSuccess::data(render_query_data(&mut out.value));
+    let mut s = ApiSuccess::enveloped(render_query_body(&mut out.value));
     s.warnings = out.warnings;
     s.infos = out.infos;
     if truncated {

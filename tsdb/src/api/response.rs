@@ -120,16 +120,32 @@ impl IntoResponse for ApiError {
 /// A success answer. `data: None` is Prometheus's empty result: 204 No Content.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ApiSuccess {
-    /// The `data` member, already rendered as JSON.
+    /// The `data` member, already rendered as JSON (after [`ENVELOPE`] when `enveloped`).
     pub data: Option<String>,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+    /// `data` starts with [`ENVELOPE`]: large answers are rendered into the body's buffer
+    /// rather than copied into it.
+    enveloped: bool,
 }
+
+/// What a success body starts with, before the `data` member's value.
+pub const ENVELOPE: &str = r#"{"status":"success","data":"#;
 
 impl ApiSuccess {
     pub fn data(data: String) -> ApiSuccess {
         ApiSuccess {
             data: Some(data),
+            ..ApiSuccess::default()
+        }
+    }
+
+    /// A success whose `body` holds [`ENVELOPE`] followed by the `data` member's value.
+    pub fn enveloped(body: String) -> ApiSuccess {
+        debug_assert!(body.starts_with(ENVELOPE));
+        ApiSuccess {
+            data: Some(body),
+            enveloped: true,
             ..ApiSuccess::default()
         }
     }
@@ -152,9 +168,14 @@ impl IntoResponse for ApiSuccess {
         let Some(data) = self.data else {
             return StatusCode::NO_CONTENT.into_response();
         };
-        let mut body = String::with_capacity(data.len() + 64);
-        body.push_str(r#"{"status":"success","data":"#);
-        body.push_str(&data);
+        let mut body = if self.enveloped {
+            data
+        } else {
+            let mut body = String::with_capacity(data.len() + 64);
+            body.push_str(ENVELOPE);
+            body.push_str(&data);
+            body
+        };
         for (key, list) in [("warnings", &self.warnings), ("infos", &self.infos)] {
             if !list.is_empty() {
                 let _ = write!(body, r#","{key}":"#);
@@ -177,7 +198,21 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 /// A JSON string literal.
 pub fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out
+}
+
+/// Appends `s` as a JSON string literal, escaped as `serde_json` does (quote, backslash and
+/// control characters); label names and values rarely need it, so those are copied whole.
+pub fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\"")));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 /// Appends `["a","b"]`.
@@ -187,7 +222,7 @@ pub fn push_string_array<'a>(out: &mut String, items: impl IntoIterator<Item = &
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&json_string(s));
+        push_json_string(out, s);
     }
     out.push(']');
 }
@@ -211,8 +246,17 @@ pub fn push_timestamp(out: &mut String, t: i64) {
 
 /// `[t,"v"]` for a float sample.
 fn push_float_point(out: &mut String, t: i64, v: f64) {
-    out.push('[');
-    push_timestamp(out, t);
+    // Whole seconds (the usual step) without the generic path's several small appends.
+    if t >= 0 && t % 1000 == 0 {
+        let mut b = itoa::Buffer::new();
+        let secs = b.format(t / 1000);
+        out.reserve(secs.len() + 32);
+        out.push('[');
+        out.push_str(secs);
+    } else {
+        out.push('[');
+        push_timestamp(out, t);
+    }
     out.push_str(",\"");
     push_value(out, v);
     out.push_str("\"]");
@@ -225,9 +269,9 @@ pub fn push_labels(out: &mut String, labels: &Labels) {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&json_string(&l.name));
+        push_json_string(out, &l.name);
         out.push(':');
-        out.push_str(&json_string(&l.value));
+        push_json_string(out, &l.value);
     }
     out.push('}');
 }
@@ -236,7 +280,7 @@ fn push_point(out: &mut String, t: i64, v: &str) {
     out.push('[');
     push_timestamp(out, t);
     out.push(',');
-    out.push_str(&json_string(v));
+    push_json_string(out, v);
     out.push(']');
 }
 
@@ -244,12 +288,43 @@ fn push_point(out: &mut String, t: i64, v: &str) {
 /// engine did.
 pub fn render_query_data(value: &mut Value) -> String {
     let mut out = String::with_capacity(256);
+    push_query_data(&mut out, value);
+    out
+}
+
+/// A guess at the JSON size of a value (about 24 bytes per point), to size the buffer once.
+fn rendered_size(value: &Value) -> usize {
+    let labels = |l: &Labels| l.iter().map(|l| l.name.len() + l.value.len() + 6).sum::<usize>();
+    match value {
+        Value::Scalar { .. } => 64,
+        Value::String { s, .. } => s.len() + 64,
+        Value::Vector(v) => v.iter().map(|s| labels(&s.labels) + 48).sum::<usize>() + 64,
+        Value::Matrix(m) => {
+            m.iter()
+                .map(|s| labels(&s.labels) + 24 + s.samples.len() * 24)
+                .sum::<usize>()
+                + 64
+        }
+    }
+}
+
+/// The whole success body of a query's value: [`ENVELOPE`] and the `data` member's value, in
+/// one buffer sized up front (a 300-series hour at 60 s is half a megabyte).
+pub fn render_query_body(value: &mut Value) -> String {
+    let mut out = String::with_capacity(ENVELOPE.len() + rendered_size(value) + 64);
+    out.push_str(ENVELOPE);
+    push_query_data(&mut out, value);
+    out
+}
+
+/// Appends `{"resultType":…,"result":…}`.
+fn push_query_data(out: &mut String, value: &mut Value) {
     out.push_str(r#"{"resultType":""#);
     out.push_str(value.type_name());
     out.push_str(r#"","result":"#);
     match value {
-        Value::Scalar { t, v } => push_float_point(&mut out, *t, *v),
-        Value::String { t, s } => push_point(&mut out, *t, s),
+        Value::Scalar { t, v } => push_float_point(out, *t, *v),
+        Value::String { t, s } => push_point(out, *t, s),
         Value::Vector(samples) => {
             out.push('[');
             for (i, s) in samples.iter().enumerate() {
@@ -257,20 +332,19 @@ pub fn render_query_data(value: &mut Value) -> String {
                     out.push(',');
                 }
                 out.push_str(r#"{"metric":"#);
-                push_labels(&mut out, &s.labels);
+                push_labels(out, &s.labels);
                 out.push_str(r#","value":"#);
-                push_float_point(&mut out, s.t, s.v);
+                push_float_point(out, s.t, s.v);
                 out.push('}');
             }
             out.push(']');
         }
         Value::Matrix(series) => {
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
-            push_matrix(&mut out, series);
+            push_matrix(out, series);
         }
     }
     out.push('}');
-    out
 }
 
 fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
@@ -382,7 +456,37 @@ mod tests {
         );
     }
 
+    async fn body(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn enveloped_bodies_equal_copied_ones() {
+        let mut v = Value::Matrix(vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "up"), ("job", "a\"b\n")]),
+            samples: vec![Sample { t: 1500, v: 0.25 }],
+        }]);
+        let mut a = ApiSuccess::data(render_query_data(&mut v.clone()));
+        let mut b = ApiSuccess::enveloped(render_query_body(&mut v));
+        for s in [&mut a, &mut b] {
+            s.warnings.push("w".into());
+            s.infos.push("i".into());
+        }
+        let (a, b) = (body(a.into_response()).await, body(b.into_response()).await);
+        assert_eq!(a, b);
+        assert_eq!(
+            b,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\"b\n"},"values":[[1.500,"0.25"]]}]},"warnings":["w"],"infos":["i"]}"#
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn json_strings_escape_as_serde_json(s in "\\PC*|[\"\\\\\u{0}-\u{1f}a-zé]*") {
+            proptest::prop_assert_eq!(json_string(&s), serde_json::to_string(&s).unwrap());
+        }
+
         #[test]
         fn values_and_timestamps_round_trip(v in proptest::num::f64::ANY, t in -(1i64 << 50)..(1i64 << 50)) {
             let s = format_value(v);

@@ -343,7 +343,9 @@ impl<'a> Evaluator<'a> {
                 .map(|g| vs.matchers.matchers.iter().chain(g.iter()).collect())
                 .collect()
         };
-        let mut out: BTreeMap<Labels, SeriesSamples> = BTreeMap::new();
+        let mut selected: Vec<SeriesSamples> = Vec::new();
+        let single = groups.len() == 1;
+        let mut merged: BTreeMap<Labels, SeriesSamples> = BTreeMap::new();
         for g in groups {
             let mut ms = Vec::with_capacity(g.len() + 1);
             if let Some(n) = &vs.name {
@@ -358,12 +360,22 @@ impl<'a> Evaluator<'a> {
                 };
                 ms.push(Matcher::new(op, m.name.as_str(), value)?);
             }
-            for s in self.q.select(&ms, mint, maxt)? {
-                out.entry(s.labels.clone()).or_insert(s);
+            let found = self.q.select(&ms, mint, maxt)?;
+            if single {
+                // One matcher set: the store's answer is sorted and distinct already.
+                selected = found;
+            } else {
+                for s in found {
+                    merged.entry(s.labels.clone()).or_insert(s);
+                }
             }
         }
+        if !single {
+            selected = merged.into_values().collect();
+        }
         let v = Arc::new(
-            out.into_values()
+            selected
+                .into_iter()
                 .map(|s| {
                     let no_stale = s.samples.iter().any(|p| is_stale_nan(p.v)).then(|| {
                         s.samples

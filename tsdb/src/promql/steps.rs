@@ -33,12 +33,15 @@ pub(crate) struct StepValues {
 }
 
 impl StepValues {
-    /// An empty block of `len` steps from step `first`.
-    pub(crate) fn new(first: usize, len: usize) -> StepValues {
+    /// An empty block of the steps of `block`, each with room for a sample of every series
+    /// (the block's steps times its series stay within [`STEP_BUDGET`]).
+    pub(crate) fn new(block: &Block) -> StepValues {
         StepValues {
-            first,
-            out: (0..len).map(|_| Some(Vec::new())).collect(),
-            counts: vec![0; len],
+            first: block.first,
+            out: (0..block.len)
+                .map(|_| Some(Vec::with_capacity(block.series)))
+                .collect(),
+            counts: vec![0; block.len],
         }
     }
 
@@ -55,6 +58,8 @@ impl StepValues {
 pub(crate) struct Block {
     pub(crate) first: usize,
     pub(crate) len: usize,
+    /// The series the node reads.
+    pub(crate) series: usize,
     start: i64,
     step: i64,
 }
@@ -97,6 +102,7 @@ impl Evaluator<'_> {
             let block = Block {
                 first: i,
                 len,
+                series: series.min(STEP_BUDGET),
                 start: self.start,
                 step: self.step,
             };
@@ -130,7 +136,7 @@ impl Evaluator<'_> {
         let lookback = self.opts.lookback_delta_ms;
         let series = self.series_of(vs)?;
         self.stepped(node, t, series.len(), |ev, block| {
-            let mut sv = StepValues::new(block.first, block.len);
+            let mut sv = StepValues::new(&block);
             for (si, s) in series.iter().enumerate() {
                 if si % CHECK_EVERY == 0 {
                     ev.check_deadline()?;

@@ -80,10 +80,13 @@ fn push_positional(out: &mut String, s: &str) {
         None => ("", s),
     };
     out.push_str(sign);
-    let Some((mantissa, exp)) = s.split_once('e') else {
+    // A byte loop: `split_once` calls out to `memchr`, which costs more than the scan of
+    // these few bytes.
+    let Some(e) = s.bytes().position(|b| b == b'e') else {
         out.push_str(s.strip_suffix(".0").unwrap_or(s));
         return;
     };
+    let (mantissa, exp) = (&s[..e], &s[e + 1..]);
     let exp: i64 = exp.parse().unwrap_or(0);
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();

@@ -43,7 +43,7 @@ impl Evaluator<'_> {
         let series = self.series_of(&ms.vs)?;
         let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
         self.stepped(key(marg), t, series.len(), |ev, block| {
-            let mut sv = StepValues::new(block.first, block.len);
+            let mut sv = StepValues::new(&block);
             for (si, s) in series.iter().enumerate() {
                 if si % CHECK_EVERY == 0 {
                     ev.check_deadline()?;
