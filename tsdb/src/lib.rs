@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod labels;
 pub mod metadata;
 mod metrics;
+mod parallel;
 pub mod promql;
 pub mod relabel;
 pub mod scrape;

@@ -354,8 +354,7 @@ impl RangeOutput {
             }
             _ => {
                 self.misses += 1;
-                let labels = if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name))
-                {
+                let labels = if s.drop_name && s.labels.iter().any(|l| is_metadata_label(&l.name)) {
                     s.labels.without(is_metadata_label)
                 } else {
                     (*s.labels).clone()
@@ -382,7 +381,8 @@ impl RangeOutput {
                 // Most series have a sample at most steps; the cap bounds what sparse series
                 // of long queries reserve.
                 let cap = self.steps.min(1024);
-                self.series.push((labels, Vec::with_capacity(cap), i64::MIN));
+                self.series
+                    .push((labels, Vec::with_capacity(cap), i64::MIN));
                 i
             }
         }

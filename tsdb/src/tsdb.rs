@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::TsdbConfig;
-use crate::head::{ChunkStore, Head};
+use crate::head::{ChunkStore, Head, Snapshot};
 use crate::labels::Labels;
 use crate::storage::{
     AppendReport, Appendable, Matcher, Queryable, Sample, SeriesSamples, StorageError, Store,
@@ -353,6 +353,40 @@ fn read_error(e: std::io::Error) -> StorageError {
     StorageError::Internal(format!("reading chunks: {e}"))
 }
 
+/// Chunks one thread decodes before a select spreads its series over more (about 50 000
+/// samples, half a millisecond).
+const CHUNKS_PER_THREAD: usize = 400;
+
+/// The samples of head snapshots (series without any in the range left out), decoded on as
+/// many threads as their chunks warrant, in the snapshots' order.
+fn decode_snapshots(
+    store: &ChunkStore,
+    snapshots: Vec<(Labels, Snapshot)>,
+) -> Result<Vec<SeriesSamples>, StorageError> {
+    let chunks: usize = snapshots.iter().map(|(_, s)| s.chunks()).sum();
+    let parts = crate::parallel::parts(chunks, CHUNKS_PER_THREAD);
+    let decoded = crate::parallel::map_owned(snapshots, parts, |run| {
+        let mut out = Vec::with_capacity(run.len());
+        for (labels, snap) in run {
+            let samples = snap.samples(store).map_err(read_error)?;
+            if !samples.is_empty() {
+                out.push(SeriesSamples { labels, samples });
+            }
+        }
+        Ok::<_, StorageError>(out)
+    });
+    let mut out = Vec::new();
+    for d in decoded {
+        let d = d?;
+        if out.is_empty() {
+            out = d;
+        } else {
+            out.extend(d);
+        }
+    }
+    Ok(out)
+}
+
 impl Queryable for Tsdb {
     /// Copies the matching chunk references under the head's read lock and decodes after
     /// releasing it, so long queries do not hold up appends; then reads the blocks overlapping
@@ -375,12 +409,7 @@ impl Queryable for Tsdb {
         let blocks = self.blocks_in(mint, maxt);
         let mut out = Vec::with_capacity(snapshots.len());
         if blocks.is_empty() {
-            for (labels, snap) in snapshots {
-                let samples = snap.samples(&store).map_err(read_error)?;
-                if !samples.is_empty() {
-                    out.push(SeriesSamples { labels, samples });
-                }
-            }
+            out = decode_snapshots(&store, snapshots)?;
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             return Ok(out);
         }
@@ -390,11 +419,8 @@ impl Queryable for Tsdb {
                 parts.entry(labels).or_default().push(samples);
             }
         }
-        for (labels, snap) in snapshots {
-            let samples = snap.samples(&store).map_err(read_error)?;
-            if !samples.is_empty() {
-                parts.entry(labels).or_default().push(samples);
-            }
+        for s in decode_snapshots(&store, snapshots)? {
+            parts.entry(s.labels).or_default().push(s.samples);
         }
         for (labels, p) in parts {
             out.push(SeriesSamples {

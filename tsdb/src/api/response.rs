@@ -294,7 +294,11 @@ pub fn render_query_data(value: &mut Value) -> String {
 
 /// A guess at the JSON size of a value (about 24 bytes per point), to size the buffer once.
 fn rendered_size(value: &Value) -> usize {
-    let labels = |l: &Labels| l.iter().map(|l| l.name.len() + l.value.len() + 6).sum::<usize>();
+    let labels = |l: &Labels| {
+        l.iter()
+            .map(|l| l.name.len() + l.value.len() + 6)
+            .sum::<usize>()
+    };
     match value {
         Value::Scalar { .. } => 64,
         Value::String { s, .. } => s.len() + 64,
@@ -347,8 +351,34 @@ fn push_query_data(out: &mut String, value: &mut Value) {
     out.push('}');
 }
 
+/// Points one thread writes before a matrix is written on more (a millisecond's worth).
+const POINTS_PER_THREAD: usize = 16_384;
+
 fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
+    let points: usize = series.iter().map(|s| s.samples.len()).sum();
+    let parts = crate::parallel::parts(points, POINTS_PER_THREAD);
     out.push('[');
+    if parts > 1 {
+        let per_part = out.capacity().saturating_sub(out.len()) / parts;
+        let runs = crate::parallel::map_slices(series, parts, |run| {
+            let mut s = String::with_capacity(per_part);
+            push_series(&mut s, run);
+            s
+        });
+        for (i, r) in runs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r);
+        }
+    } else {
+        push_series(out, series);
+    }
+    out.push(']');
+}
+
+/// The series of a matrix, comma-separated.
+fn push_series(out: &mut String, series: &[SeriesSamples]) {
     for (i, s) in series.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -364,7 +394,6 @@ fn push_matrix(out: &mut String, series: &[SeriesSamples]) {
         }
         out.push_str("]}");
     }
-    out.push(']');
 }
 
 #[cfg(test)]
@@ -457,7 +486,9 @@ mod tests {
     }
 
     async fn body(r: Response) -> String {
-        let b = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let b = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
         String::from_utf8(b.to_vec()).unwrap()
     }
 
@@ -478,6 +509,28 @@ mod tests {
         assert_eq!(
             b,
             r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\"b\n"},"values":[[1.500,"0.25"]]}]},"warnings":["w"],"infos":["i"]}"#
+        );
+    }
+
+    #[test]
+    fn large_matrices_render_in_parts_as_in_one() {
+        let series: Vec<SeriesSamples> = (0..40)
+            .map(|i| SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "m"), ("i", &*format!("{i:02}"))]),
+                samples: (0..1000)
+                    .map(|j| Sample {
+                        t: j * 15_000 + i,
+                        v: (j as f64) / 7.0,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut one = String::new();
+        push_series(&mut one, &series);
+        let body = render_query_body(&mut Value::Matrix(series));
+        assert_eq!(
+            body,
+            format!(r#"{ENVELOPE}{{"resultType":"matrix","result":[{one}]}}"#)
         );
     }
 

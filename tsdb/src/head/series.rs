@@ -55,6 +55,11 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// The chunks a read decodes (a measure of its work).
+    pub(crate) fn chunks(&self) -> usize {
+        self.closed.len() + usize::from(self.open.is_some())
+    }
+
     /// Decodes the samples in the range. A chunk whose file retention removed meanwhile is
     /// skipped (its samples are gone).
     pub(crate) fn samples(&self, store: &ChunkStore) -> io::Result<Vec<Sample>> {
