@@ -191,3 +191,47 @@ fn date_functions_truncate_toward_zero() {
     assert_eq!(v("minute(vector(-61))")[0].1, 58.0);
     assert_eq!(v("hour(vector(3599.9))")[0].1, 0.0);
 }
+
+#[test]
+fn a_repeated_query_is_parsed_once_and_errors_are_not_kept() {
+    let text = "sum by (job) (rate(parse_cache_test_total{job=~\"a|b\"}[5m]))";
+    let a = parse_cached(text).unwrap();
+    let b = parse_cached(text).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(parse_cached("sum(").is_err());
+    assert!(!PARSE_CACHE.lock().unwrap().contains_key("sum("));
+}
+
+#[test]
+fn range_output_joins_steps_by_labels_and_rejects_duplicates_within_one() {
+    let sample = |pairs: &[(&str, &str)], v: f64| Sample {
+        labels: Arc::new(Labels::from_pairs(pairs.iter().copied())),
+        v,
+        drop_name: true,
+    };
+    let mut out = RangeOutput {
+        steps: 2,
+        ..RangeOutput::default()
+    };
+    // Two label sets that are one once the name is dropped, at different steps: one series.
+    out.push(sample(&[("__name__", "a"), ("job", "x")], 1.0), 0)
+        .unwrap();
+    out.end_step();
+    out.push(sample(&[("__name__", "b"), ("job", "x")], 2.0), 60)
+        .unwrap();
+    out.end_step();
+    assert_eq!(out.series.len(), 1);
+    assert_eq!(out.series[0].0, Labels::from_pairs([("job", "x")]));
+    assert_eq!(out.series[0].1.len(), 2);
+    // The same at one step: Prometheus's duplicate label set error.
+    let e = out
+        .push(sample(&[("__name__", "c"), ("job", "x")], 3.0), 60)
+        .unwrap_err();
+    assert!(e.to_string().contains("same labelset"), "{e}");
+    // A shared label set found by address keeps its slot.
+    let shared = sample(&[("job", "y")], 1.0);
+    out.push(shared.clone(), 120).unwrap();
+    out.push(shared, 180).unwrap();
+    assert_eq!(out.series.len(), 2);
+    assert_eq!(out.series[1].1.len(), 2);
+}
