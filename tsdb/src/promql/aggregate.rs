@@ -54,7 +54,6 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-#[derive(Default)]
 struct Group {
     labels: Arc<Labels>,
     value: f64,
@@ -207,8 +206,9 @@ impl Evaluator<'_> {
         let ratio = p.clamp(-1.0, 1.0);
         let node = node_key(a);
         let mut memo = self.key_memos.remove(&node).unwrap_or_default();
-        let mut index = SlotGroups::default();
-        let mut groups: Vec<Group> = Vec::new();
+        // Sized by the keys earlier steps found: most steps have the same groups.
+        let mut index = SlotGroups::with_slots(memo.len());
+        let mut groups: Vec<Group> = Vec::with_capacity(memo.len().min(input.len()));
         for s in input {
             let (slot, _) = memo.get(&s.labels, |l| (group_labels(l, without, &names), None));
             let f = s.v;
@@ -220,9 +220,12 @@ impl Evaluator<'_> {
                         labels: memo.key(slot),
                         value: f,
                         mean: f,
+                        c: 0.0,
                         count: 1.0,
+                        incremental: false,
                         drop_name: s.drop_name,
-                        ..Group::default()
+                        values: Vec::new(),
+                        heap: Vec::new(),
                     };
                     match op {
                         T_STDDEV | T_STDVAR => {

@@ -62,6 +62,11 @@ impl KeyMemo {
         (slot, extra)
     }
 
+    /// The distinct keys derived so far.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The key in `slot` (from [`KeyMemo::get`] since the last reset).
     pub(crate) fn key(&self, slot: usize) -> Arc<Labels> {
         self.keys.get(slot).cloned().unwrap_or_default()
@@ -85,6 +90,11 @@ impl KeyMemo {
 pub(crate) struct SlotGroups(Vec<u32>);
 
 impl SlotGroups {
+    /// Room for `n` slots, none with a group yet.
+    pub(crate) fn with_slots(n: usize) -> SlotGroups {
+        SlotGroups(vec![u32::MAX; n])
+    }
+
     /// The group of `slot`, if this step has one yet.
     pub(crate) fn get(&self, slot: usize) -> Option<usize> {
         self.0

@@ -191,7 +191,7 @@ impl Evaluator<'_> {
         // `Expr` and the node inside it may start at the same address; nodes are aligned).
         let node = key(arg) | 1;
         let mut memo = self.key_memos.remove(&node).unwrap_or_default();
-        let mut index = SlotGroups::default();
+        let mut index = SlotGroups::with_slots(memo.len());
         let mut groups: Vec<(Arc<Labels>, Vec<Bucket>)> = Vec::new();
         for s in v {
             let (slot, upper) = memo.get(&s.labels, |l| {
