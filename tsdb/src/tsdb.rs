@@ -124,7 +124,7 @@ impl Tsdb {
                 match rec {
                     Record::Series(s) => {
                         for (id, labels) in s {
-                            head.insert_series(id, crate::head::MemSeries::new(labels));
+                            head.insert_series(id, &labels, crate::head::MemSeries::default());
                         }
                     }
                     Record::Samples(s) => {

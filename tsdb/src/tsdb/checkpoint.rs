@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::chunk::{Chunk, ChunkRef};
-use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId};
+use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId, Symbols};
 use crate::storage::Sample;
-use crate::wal::record::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
+use crate::wal::record::{Reader, put_bytes, put_uvarint, put_varint};
 use crate::wal::sync_dir;
 
 use super::TsdbError;
@@ -91,7 +91,7 @@ pub(crate) fn encode<W: Write>(head: &Head, w: W) -> std::io::Result<(u64, HashS
     put_varint(&mut out, max_t);
     put_uvarint(&mut out, head.num_series() as u64);
     for (id, s) in head.iter_series() {
-        encode_series(&mut out, id, s, &mut files);
+        encode_series(&mut out, id, s, head.symbols(), &mut files);
         if out.len() >= FLUSH_AT {
             sink.flush(&mut out)?;
         }
@@ -104,9 +104,20 @@ pub(crate) fn encode<W: Write>(head: &Head, w: W) -> std::io::Result<(u64, HashS
     Ok((sink.len + out.len() as u64, files))
 }
 
-fn encode_series(out: &mut Vec<u8>, id: SeriesId, s: &MemSeries, files: &mut HashSet<u32>) {
+fn encode_series(
+    out: &mut Vec<u8>,
+    id: SeriesId,
+    s: &MemSeries,
+    symbols: &Symbols,
+    files: &mut HashSet<u32>,
+) {
     put_uvarint(out, u64::from(id));
-    put_labels(out, &s.labels);
+    // As `put_labels` writes a label set, from the interned ids.
+    put_uvarint(out, s.labels.len() as u64);
+    for (n, v) in s.labels.pairs() {
+        put_bytes(out, symbols.str(n).as_bytes());
+        put_bytes(out, symbols.str(v).as_bytes());
+    }
     put_uvarint(out, s.closed.len() as u64);
     for c in &s.closed {
         put_varint(out, c.min_t);
@@ -185,7 +196,7 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     for _ in 0..n {
         let id: SeriesId = r.id()?;
         let labels = r.labels()?;
-        let mut s = MemSeries::new(labels);
+        let mut s = MemSeries::default();
         let nc = r.count()?;
         for _ in 0..nc {
             let min_t = r.varint()?;
@@ -222,7 +233,7 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
         if s.is_empty() {
             continue;
         }
-        head.insert_series(id, s);
+        head.insert_series(id, &labels, s);
     }
     if !r.is_empty() {
         return None;
