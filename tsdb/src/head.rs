@@ -17,8 +17,8 @@ use std::io;
 use std::sync::Arc;
 
 pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
-use index::Symbols;
 pub(crate) use index::{Index, SeriesId};
+pub(crate) use index::{SeriesLabels, Symbols};
 use series::Placed;
 pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
@@ -172,9 +172,6 @@ impl Head {
         for id in emptied {
             self.remove_series(id);
         }
-        if n > 0 {
-            self.symbols.gc();
-        }
         if error.is_none() {
             self.min_t = self.min_t.max(t);
         }
@@ -219,7 +216,12 @@ impl Head {
         let mut out: Vec<(Labels, Snapshot)> = self
             .iter_series()
             .filter(|(_, s)| s.min_time().is_some_and(|m| m < maxt))
-            .map(|(_, s)| (s.labels.clone(), s.snapshot(i64::MIN, maxt - 1)))
+            .map(|(_, s)| {
+                (
+                    self.symbols.labels(&s.labels),
+                    s.snapshot(i64::MIN, maxt - 1),
+                )
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -353,7 +355,10 @@ impl Head {
     /// The id of the series with exactly these labels.
     fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
         let id = *self.by_hash.get(&labels_hash(labels))?;
-        if self.get(id).is_some_and(|s| s.labels == *labels) {
+        if self
+            .get(id)
+            .is_some_and(|s| self.symbols.equals(&s.labels, labels))
+        {
             return Some(id);
         }
         self.collisions.get(labels).copied()
@@ -363,7 +368,7 @@ impl Head {
         self.series
             .get(id as usize)
             .and_then(Option::as_ref)
-            .map(|s| s.labels.clone())
+            .map(|s| self.symbols.labels(&s.labels))
             .unwrap_or_default()
     }
 
@@ -385,31 +390,35 @@ impl Head {
             }
         }
         let id = self.next_id();
-        self.insert_series(id, MemSeries::new(labels.clone()));
+        self.insert_series(id, labels, MemSeries::default());
         Ok(id)
     }
 
     /// Adds a series under `id` (new, replayed or loaded from a checkpoint).
-    pub(crate) fn insert_series(&mut self, id: SeriesId, mut series: MemSeries) {
-        if let Some(old) = self.lookup(&series.labels) {
+    pub(crate) fn insert_series(&mut self, id: SeriesId, labels: &Labels, mut series: MemSeries) {
+        if let Some(old) = self.lookup(labels) {
             if old == id {
                 return;
             }
             self.remove_series(old);
         }
-        series.labels = self.symbols.intern_labels(&series.labels);
+        // A series replaced under the same id gives its symbols back.
+        if let Some(old) = self.series.get_mut(id as usize).and_then(Option::take) {
+            self.unlink(id, &old.labels);
+        }
+        series.labels = self.symbols.intern_labels(labels);
         let i = id as usize;
         if self.series.len() <= i {
             self.series.resize_with(i + 1, || None);
         }
-        if let Some(name) = series.labels.metric_name() {
+        if let Some(name) = labels.metric_name() {
             *self.per_metric.entry(Arc::from(name)).or_default() += 1;
         }
-        self.index.add(id, &series.labels);
-        let h = labels_hash(&series.labels);
+        self.index.add(id, labels);
+        let h = labels_hash(labels);
         match self.by_hash.entry(h) {
             std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.insert(series.labels.clone(), id);
+                self.collisions.insert(labels.clone(), id);
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(id);
@@ -422,8 +431,14 @@ impl Head {
         let Some(series) = self.series.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        self.index.remove(id, &series.labels);
-        let h = labels_hash(&series.labels);
+        self.unlink(id, &series.labels);
+    }
+
+    /// Removes a series' labels from the index, the hash maps and the symbols.
+    fn unlink(&mut self, id: SeriesId, interned: &SeriesLabels) {
+        let labels = self.symbols.labels(interned);
+        self.index.remove(id, &labels);
+        let h = labels_hash(&labels);
         if self.by_hash.get(&h) == Some(&id) {
             self.by_hash.remove(&h);
             // A colliding series takes the hash's main slot.
@@ -437,9 +452,10 @@ impl Head {
                 self.by_hash.insert(h, i);
             }
         } else {
-            self.collisions.remove(&series.labels);
+            self.collisions.remove(&labels);
         }
-        if let Some(name) = series.labels.metric_name()
+        self.symbols.release_labels(interned);
+        if let Some(name) = labels.metric_name()
             && let Some(n) = self.per_metric.get_mut(name)
         {
             *n -= 1;
@@ -457,7 +473,7 @@ impl Head {
         }
         if let Some(series) = self.series.get_mut(id as usize).and_then(Option::as_mut) {
             if let Err(e) = series.append(&self.store, s.t, s.v, self.ooo_window, false) {
-                tracing::error!(error = %e, series = %series.labels, "tsdb: replaying a sample failed");
+                tracing::error!(error = %e, series = %self.symbols.labels(&series.labels), "tsdb: replaying a sample failed");
             }
             self.min_t = self.min_t.min(s.t);
             self.max_t = self.max_t.max(s.t);
@@ -508,7 +524,6 @@ impl Head {
         for id in emptied {
             self.remove_series(id);
         }
-        self.symbols.gc();
         error.map_or(Ok(()), Err)
     }
 
@@ -556,9 +571,6 @@ impl Head {
         for id in emptied {
             self.remove_series(id);
         }
-        if n > 0 {
-            self.symbols.gc();
-        }
         n
     }
 
@@ -589,9 +601,14 @@ impl Head {
     pub(crate) fn merge_ooo(&mut self) {
         for s in self.series.iter_mut().flatten() {
             if let Err(e) = s.merge_ooo(&self.store) {
-                tracing::error!(error = %e, series = %s.labels, "tsdb: merging out-of-order samples failed");
+                tracing::error!(error = %e, series = %self.symbols.labels(&s.labels), "tsdb: merging out-of-order samples failed");
             }
         }
+    }
+
+    /// The symbols the series' labels are interned in.
+    pub(crate) fn symbols(&self) -> &Symbols {
+        &self.symbols
     }
 
     pub(crate) fn store(&self) -> Arc<ChunkStore> {
@@ -639,7 +656,7 @@ impl Head {
             .filter(|s| {
                 s.last.is_some_and(|l| l.t >= mint) && s.min_time().is_some_and(|m| m <= maxt)
             })
-            .map(|s| (s.labels.clone(), s.snapshot(mint, maxt)))
+            .map(|s| (self.symbols.labels(&s.labels), s.snapshot(mint, maxt)))
             .collect()
     }
 
@@ -672,7 +689,7 @@ impl Head {
         let mut out: Vec<Labels> = self
             .matching_in_range(matchers, mint, maxt)?
             .into_iter()
-            .map(|s| s.labels.clone())
+            .map(|s| self.symbols.labels(&s.labels))
             .collect();
         out.sort();
         Ok(out)
@@ -689,9 +706,9 @@ impl Head {
         }
         let mut names = BTreeSet::new();
         for s in self.matching_in_range(matchers, mint, maxt)? {
-            for l in s.labels.iter() {
-                if !names.contains(&*l.name) {
-                    names.insert(l.name.to_string());
+            for name in self.symbols.names(&s.labels) {
+                if !names.contains(name) {
+                    names.insert(name.to_string());
                 }
             }
         }
@@ -710,7 +727,7 @@ impl Head {
         }
         let mut values = BTreeSet::new();
         for s in self.matching_in_range(matchers, mint, maxt)? {
-            if let Some(v) = s.labels.get(name)
+            if let Some(v) = self.symbols.get(&s.labels, name)
                 && !values.contains(v)
             {
                 values.insert(v.to_string());

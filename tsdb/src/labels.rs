@@ -54,6 +54,13 @@ impl Labels {
         Labels(out)
     }
 
+    /// A label set from labels already sorted by name, unique and non-empty (the head's
+    /// interned sets, which were made from a [`Labels`]).
+    pub(crate) fn from_sorted(labels: Vec<Label>) -> Labels {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
+        Labels(labels)
+    }
+
     /// The value of label `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

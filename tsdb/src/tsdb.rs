@@ -124,7 +124,7 @@ impl Tsdb {
                 match rec {
                     Record::Series(s) => {
                         for (id, labels) in s {
-                            head.insert_series(id, crate::head::MemSeries::new(labels));
+                            head.insert_series(id, &labels, crate::head::MemSeries::default());
                         }
                     }
                     Record::Samples(s) => {
@@ -241,7 +241,7 @@ impl Tsdb {
 
     fn checkpoint_inner(&self, cutoff: Option<i64>) -> Result<(), TsdbError> {
         let started = std::time::Instant::now();
-        let (segment, data, live, current_file, store, series) = {
+        let (segment, tmp, file, bytes, live, current_file, store, series) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
             // Retention drops whole chunks; it is not logged, so it runs only here, where the
@@ -253,14 +253,25 @@ impl Tsdb {
             head.merge_ooo();
             crate::metrics::HEAD_SERIES.sub(before as i64 - head.num_series() as i64);
             let segment = self.wal.cut()?;
-            let (data, live) = checkpoint::encode(&head);
+            // Streamed to the file under the lock (to the page cache); synced after it.
+            let (tmp, file) = checkpoint::create(&self.dir, segment)?;
+            let (bytes, live) = checkpoint::encode(&head, &file).map_err(TsdbError::io(&tmp))?;
             let store = head.store();
             let current_file = store.current_file();
-            (segment, data, live, current_file, store, head.num_series())
+            (
+                segment,
+                tmp,
+                file,
+                bytes,
+                live,
+                current_file,
+                store,
+                head.num_series(),
+            )
         };
         let chunks_dir = self.dir.join("chunks");
         store.sync().map_err(TsdbError::io(&chunks_dir))?;
-        checkpoint::write(&self.dir, segment, &data)?;
+        checkpoint::commit(&self.dir, segment, &tmp, file)?;
         self.wal.remove_before(segment)?;
         self.remove_checkpoints_before(segment)?;
         store
@@ -270,7 +281,7 @@ impl Tsdb {
             dir = %self.dir.display(),
             segment,
             series,
-            bytes = data.len(),
+            bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "tsdb: checkpoint written"
         );

@@ -1,41 +1,141 @@
 //! The inverted index: label name → value → postings (sorted series ids), and matcher
 //! resolution by postings intersection and subtraction.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::labels::Labels;
+use crate::labels::{Label, Labels};
 use crate::storage::{MatchOp, Matcher};
 
 pub(crate) type SeriesId = u32;
 
-/// Interned label names and values: every series shares one allocation per distinct string.
+/// A symbol's number in the head's [`Symbols`].
+pub(crate) type SymbolId = u32;
+
+/// A series' label set as symbol ids, name and value alternating, in the label set's order:
+/// 8 bytes a label instead of the 32 of two string pointers (at 300 k series of 9 labels,
+/// 65 MB less). Only the head's [`Symbols`] give it meaning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeriesLabels(Box<[SymbolId]>);
+
+impl SeriesLabels {
+    /// The number of labels.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+
+    /// (name, value) ids in the label set's order.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (SymbolId, SymbolId)> + '_ {
+        self.0.chunks_exact(2).map(|p| (p[0], p[1]))
+    }
+}
+
+/// Interned label names and values by id, each with the number of series labels using it:
+/// every series shares one allocation per distinct string, and a string no series uses any
+/// more is freed (its id reused).
 #[derive(Debug, Default)]
 pub(crate) struct Symbols {
-    set: HashSet<Arc<str>>,
+    strs: Vec<Arc<str>>,
+    refs: Vec<u32>,
+    ids: HashMap<Arc<str>, SymbolId>,
+    free: Vec<SymbolId>,
 }
 
 impl Symbols {
-    pub(crate) fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
-        if let Some(v) = self.set.get(s) {
-            return v.clone();
+    fn acquire(&mut self, s: &Arc<str>) -> SymbolId {
+        if let Some(&id) = self.ids.get(&**s) {
+            self.refs[id as usize] += 1;
+            return id;
         }
-        self.set.insert(s.clone());
-        s.clone()
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strs[id as usize] = s.clone();
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                self.strs.push(s.clone());
+                self.refs.push(1);
+                (self.strs.len() - 1) as SymbolId
+            }
+        };
+        self.ids.insert(s.clone(), id);
+        id
     }
 
-    /// A copy of `labels` whose strings are the interned ones.
-    pub(crate) fn intern_labels(&mut self, labels: &Labels) -> Labels {
-        Labels::from_pairs(
+    fn release(&mut self, id: SymbolId) {
+        let Some(r) = self.refs.get_mut(id as usize) else {
+            return;
+        };
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            let s = std::mem::replace(&mut self.strs[id as usize], Arc::from(""));
+            self.ids.remove(&*s);
+            self.free.push(id);
+        }
+    }
+
+    /// Distinct strings in use.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The string of a symbol.
+    pub(crate) fn str(&self, id: SymbolId) -> &Arc<str> {
+        &self.strs[id as usize]
+    }
+
+    /// Interns `labels`: the ids are counted until [`Symbols::release_labels`].
+    pub(crate) fn intern_labels(&mut self, labels: &Labels) -> SeriesLabels {
+        let mut ids = Vec::with_capacity(labels.len() * 2);
+        for l in labels.iter() {
+            ids.push(self.acquire(&l.name));
+            ids.push(self.acquire(&l.value));
+        }
+        SeriesLabels(ids.into_boxed_slice())
+    }
+
+    /// Gives back the ids of an interned label set.
+    pub(crate) fn release_labels(&mut self, labels: &SeriesLabels) {
+        for &id in labels.0.iter() {
+            self.release(id);
+        }
+    }
+
+    /// The label set of interned ids.
+    pub(crate) fn labels(&self, labels: &SeriesLabels) -> Labels {
+        Labels::from_sorted(
             labels
-                .iter()
-                .map(|l| (self.intern(&l.name), self.intern(&l.value))),
+                .pairs()
+                .map(|(n, v)| Label {
+                    name: self.str(n).clone(),
+                    value: self.str(v).clone(),
+                })
+                .collect(),
         )
     }
 
-    /// Forgets strings no series uses any more.
-    pub(crate) fn gc(&mut self) {
-        self.set.retain(|s| Arc::strong_count(s) > 1);
+    /// Whether interned ids spell exactly `other`.
+    pub(crate) fn equals(&self, labels: &SeriesLabels, other: &Labels) -> bool {
+        labels.0.len() == other.len() * 2
+            && labels
+                .pairs()
+                .zip(other.iter())
+                .all(|((n, v), l)| *self.str(n) == l.name && *self.str(v) == l.value)
+    }
+
+    /// The value of label `name` in an interned set.
+    pub(crate) fn get<'a>(&'a self, labels: &SeriesLabels, name: &str) -> Option<&'a str> {
+        labels
+            .pairs()
+            .find(|&(n, _)| &**self.str(n) == name)
+            .map(|(_, v)| &**self.str(v))
+    }
+
+    /// The label names of an interned set.
+    pub(crate) fn names<'a>(&'a self, labels: &'a SeriesLabels) -> impl Iterator<Item = &'a str> {
+        labels.pairs().map(|(n, _)| &**self.str(n))
     }
 }
 

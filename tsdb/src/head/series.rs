@@ -3,8 +3,8 @@
 use std::io;
 
 use super::chunks::{ChunkData, ChunkStore};
+use super::index::SeriesLabels;
 use crate::chunk::{Chunk, ChunkRef, SAMPLES_PER_CHUNK};
-use crate::labels::Labels;
 use crate::storage::Sample;
 
 /// Out-of-order samples kept beside the chunks before they are merged into them.
@@ -99,9 +99,10 @@ pub(crate) enum Placed {
     TooOld,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct MemSeries {
-    pub(crate) labels: Labels,
+    /// Interned in the head's symbols (set when the head inserts the series).
+    pub(crate) labels: SeriesLabels,
     pub(crate) closed: Vec<ClosedChunk>,
     pub(crate) open: Chunk,
     /// Samples older than the newest, sorted by time, not in any chunk.
@@ -111,16 +112,6 @@ pub(crate) struct MemSeries {
 }
 
 impl MemSeries {
-    pub(crate) fn new(labels: Labels) -> MemSeries {
-        MemSeries {
-            labels,
-            closed: Vec::new(),
-            open: Chunk::default(),
-            ooo: Vec::new(),
-            last: None,
-        }
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.last.is_none()
     }

@@ -379,3 +379,52 @@ fn steady_appends() {
     let per = started.elapsed() / (rounds as u32 * n);
     println!("{per:?} per sample ({n} series)");
 }
+
+#[test]
+fn symbols_are_counted_and_freed() {
+    let mut s = Symbols::default();
+    let a = metric("m", &[("pod", "a")]);
+    let b = metric("m", &[("pod", "b")]);
+    let ia = s.intern_labels(&a);
+    let ib = s.intern_labels(&b);
+    assert_eq!(s.labels(&ia), a);
+    assert!(s.equals(&ib, &b));
+    assert!(!s.equals(&ia, &b));
+    assert!(!s.equals(&ia, &metric("m", &[])));
+    assert_eq!(s.get(&ib, "pod"), Some("b"));
+    assert_eq!(s.names(&ib).collect::<Vec<_>>(), ["__name__", "pod"]);
+    assert_eq!(s.len(), 5); // __name__ m pod a b
+    s.release_labels(&ia);
+    assert_eq!(s.len(), 4, "\"a\" is freed, the shared strings stay");
+    // The freed id is reused without disturbing the other set.
+    let c = metric("n", &[("pod", "c")]);
+    let ic = s.intern_labels(&c);
+    assert_eq!(s.labels(&ic), c);
+    assert_eq!(s.labels(&ib), b);
+    s.release_labels(&ib);
+    s.release_labels(&ic);
+    assert_eq!(s.len(), 0);
+}
+
+#[test]
+fn removed_series_give_their_symbols_back() {
+    let mut h = Head::new(&cfg(), Default::default());
+    let a = metric("a", &[("pod", "p1")]);
+    let b = metric("a", &[("pod", "p2")]);
+    h.append(&batch(&a, &[(1, 1.0), (2, 2.0)]));
+    h.append(&batch(&b, &[(1, 1.0)]));
+    assert_eq!(h.symbols().len(), 5);
+    let m = Matcher::new(MatchOp::Equal, "pod", "p1").unwrap();
+    let ids = h.matching(&[m]);
+    h.apply_delete(&ids, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(h.symbols().len(), 4);
+    assert_eq!(h.num_series(), 1);
+    // The same labels come back as a new series with their own symbols.
+    h.append(&batch(&a, &[(5, 5.0)]));
+    assert_eq!(h.symbols().len(), 5);
+    let got = h.select(&[], 0, 10).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].labels, a);
+    assert_eq!(got[0].samples, vec![Sample { t: 5, v: 5.0 }]);
+    assert_eq!(got[1].labels, b);
+}

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::chunk::{Chunk, ChunkRef};
-use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId};
+use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId, Symbols};
 use crate::storage::Sample;
-use crate::wal::record::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
+use crate::wal::record::{Reader, put_bytes, put_uvarint, put_varint};
 use crate::wal::sync_dir;
 
 use super::TsdbError;
@@ -52,10 +52,38 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, TsdbError> {
 const IN_MEMORY: u8 = 0;
 const ON_DISK: u8 = 1;
 
-/// Serializes the head; returns the bytes and the chunk files they reference.
-pub(crate) fn encode(head: &Head) -> (Vec<u8>, HashSet<u32>) {
+/// Flushes an encoder's buffer to the file past this size: a checkpoint of a large head is
+/// streamed, never held whole in memory (it would be a third of the head's size, twice over
+/// while a growing buffer is copied).
+const FLUSH_AT: usize = 1 << 16;
+
+/// The checkpoint being written: CRC and size of what went to the file so far.
+struct Sink<W> {
+    w: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn flush(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        self.crc.update(buf);
+        self.len += buf.len() as u64;
+        self.w.write_all(buf)?;
+        buf.clear();
+        Ok(())
+    }
+}
+
+/// Serializes the head into `w` (magic, body, CRC of both); returns the bytes written and the
+/// chunk files the checkpoint references.
+pub(crate) fn encode<W: Write>(head: &Head, w: W) -> std::io::Result<(u64, HashSet<u32>)> {
+    let mut sink = Sink {
+        w,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
     let mut files = HashSet::new();
-    let mut out = Vec::with_capacity(1 << 16);
+    let mut out = Vec::with_capacity(FLUSH_AT * 2);
     out.extend_from_slice(MAGIC);
     put_uvarint(&mut out, u64::from(head.next_id()));
     let (min_t, max_t) = head.bounds();
@@ -63,55 +91,80 @@ pub(crate) fn encode(head: &Head) -> (Vec<u8>, HashSet<u32>) {
     put_varint(&mut out, max_t);
     put_uvarint(&mut out, head.num_series() as u64);
     for (id, s) in head.iter_series() {
-        put_uvarint(&mut out, u64::from(id));
-        put_labels(&mut out, &s.labels);
-        put_uvarint(&mut out, s.closed.len() as u64);
-        for c in &s.closed {
-            put_varint(&mut out, c.min_t);
-            put_varint(&mut out, c.max_t);
-            match &c.data {
-                ChunkData::Mem(b) => {
-                    out.push(IN_MEMORY);
-                    put_bytes(&mut out, b);
-                }
-                ChunkData::Disk(r) => {
-                    out.push(ON_DISK);
-                    put_uvarint(&mut out, u64::from(r.file));
-                    put_uvarint(&mut out, u64::from(r.off));
-                    put_uvarint(&mut out, u64::from(r.len));
-                    files.insert(r.file);
-                }
-            }
-        }
-        match s.last {
-            Some(p) => {
-                out.push(1);
-                put_varint(&mut out, p.t);
-                out.extend(p.v.to_bits().to_le_bytes());
-            }
-            None => out.push(0),
-        }
-        put_bytes(&mut out, &s.open.to_bytes());
-        put_uvarint(&mut out, s.ooo.len() as u64);
-        for p in &s.ooo {
-            put_varint(&mut out, p.t);
-            out.extend(p.v.to_bits().to_le_bytes());
+        encode_series(&mut out, id, s, head.symbols(), &mut files);
+        if out.len() >= FLUSH_AT {
+            sink.flush(&mut out)?;
         }
     }
-    let crc = crc32fast::hash(&out);
+    sink.flush(&mut out)?;
+    let crc = sink.crc.clone().finalize();
     out.extend(crc.to_le_bytes());
-    (out, files)
+    sink.w.write_all(&out)?;
+    sink.w.flush()?;
+    Ok((sink.len + out.len() as u64, files))
 }
 
-/// Writes a checkpoint durably (temporary file, fsync, rename, directory fsync).
-pub(crate) fn write(dir: &Path, segment: u64, data: &[u8]) -> Result<(), TsdbError> {
+fn encode_series(
+    out: &mut Vec<u8>,
+    id: SeriesId,
+    s: &MemSeries,
+    symbols: &Symbols,
+    files: &mut HashSet<u32>,
+) {
+    put_uvarint(out, u64::from(id));
+    // As `put_labels` writes a label set, from the interned ids.
+    put_uvarint(out, s.labels.len() as u64);
+    for (n, v) in s.labels.pairs() {
+        put_bytes(out, symbols.str(n).as_bytes());
+        put_bytes(out, symbols.str(v).as_bytes());
+    }
+    put_uvarint(out, s.closed.len() as u64);
+    for c in &s.closed {
+        put_varint(out, c.min_t);
+        put_varint(out, c.max_t);
+        match &c.data {
+            ChunkData::Mem(b) => {
+                out.push(IN_MEMORY);
+                put_bytes(out, b);
+            }
+            ChunkData::Disk(r) => {
+                out.push(ON_DISK);
+                put_uvarint(out, u64::from(r.file));
+                put_uvarint(out, u64::from(r.off));
+                put_uvarint(out, u64::from(r.len));
+                files.insert(r.file);
+            }
+        }
+    }
+    match s.last {
+        Some(p) => {
+            out.push(1);
+            put_varint(out, p.t);
+            out.extend(p.v.to_bits().to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    put_bytes(out, &s.open.to_bytes());
+    put_uvarint(out, s.ooo.len() as u64);
+    for p in &s.ooo {
+        put_varint(out, p.t);
+        out.extend(p.v.to_bits().to_le_bytes());
+    }
+}
+
+/// A checkpoint's temporary file, written by [`encode`] and made durable by [`commit`].
+pub(crate) fn create(dir: &Path, segment: u64) -> Result<(PathBuf, File), TsdbError> {
+    let tmp = path(dir, segment).with_extension("tmp");
+    let f = File::create(&tmp).map_err(TsdbError::io(&tmp))?;
+    Ok((tmp, f))
+}
+
+/// Makes a written checkpoint durable (fsync, rename, directory fsync).
+pub(crate) fn commit(dir: &Path, segment: u64, tmp: &Path, f: File) -> Result<(), TsdbError> {
+    f.sync_all().map_err(TsdbError::io(tmp))?;
+    drop(f);
     let final_path = path(dir, segment);
-    let tmp = final_path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(TsdbError::io(&tmp))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(TsdbError::io(&tmp))?;
-    fs::rename(&tmp, &final_path).map_err(TsdbError::io(&final_path))?;
+    fs::rename(tmp, &final_path).map_err(TsdbError::io(&final_path))?;
     sync_dir(dir)?;
     Ok(())
 }
@@ -143,7 +196,7 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     for _ in 0..n {
         let id: SeriesId = r.id()?;
         let labels = r.labels()?;
-        let mut s = MemSeries::new(labels);
+        let mut s = MemSeries::default();
         let nc = r.count()?;
         for _ in 0..nc {
             let min_t = r.varint()?;
@@ -180,7 +233,7 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
         if s.is_empty() {
             continue;
         }
-        head.insert_series(id, s);
+        head.insert_series(id, &labels, s);
     }
     if !r.is_empty() {
         return None;
