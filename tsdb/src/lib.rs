@@ -16,6 +16,7 @@ pub mod labels;
 pub mod metadata;
 mod metrics;
 pub mod promql;
+pub mod raw;
 pub mod relabel;
 pub mod scrape;
 pub mod storage;

@@ -24,6 +24,8 @@ pub enum DecodeError {
     WireType { field: u32, wire: u8, expected: u8 },
     #[error("metadata: {0}")]
     Metadata(String),
+    #[error(transparent)]
+    Raw(#[from] crate::raw::RawError),
 }
 
 /// One field of a message.
@@ -63,8 +65,18 @@ fn fields<'a>(
     buf: &'a [u8],
     mut f: impl FnMut(u32, Field<'a>) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
+    fields_at(buf, |field, v, _| f(field, v))
+}
+
+/// Calls `f` with every field of the message in `buf` and where the field (key included)
+/// lies in `buf`.
+fn fields_at<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(u32, Field<'a>, std::ops::Range<usize>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     let mut pos = 0;
     while pos < buf.len() {
+        let start = pos;
         let key = varint(buf, &mut pos)?;
         let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Key(key))?;
         if field == 0 {
@@ -94,7 +106,7 @@ fn fields<'a>(
             }
             _ => return Err(DecodeError::Key(key)),
         };
-        f(field, value)?;
+        f(field, value, start..pos)?;
     }
     Ok(())
 }
@@ -115,6 +127,9 @@ fn expect_len<'a>(field: u32, v: Field<'a>) -> Result<&'a [u8], DecodeError> {
 #[derive(Debug, Default)]
 pub struct SeriesRef<'a> {
     pub labels: Vec<(&'a [u8], &'a [u8])>,
+    /// The label fields as encoded, when they are contiguous (as every known sender writes
+    /// them): what identifies the series cheaply.
+    pub labels_span: Option<&'a [u8]>,
     pub samples: Vec<Sample>,
     pub exemplars: Vec<ExemplarRef<'a>>,
     pub histograms: usize,
@@ -141,6 +156,7 @@ pub fn decode_write_request<'a>(
             1 => {
                 let ts = expect_len(field, v)?;
                 s.labels.clear();
+                s.labels_span = None;
                 s.samples.clear();
                 s.exemplars.clear();
                 s.histograms = 0;
@@ -197,9 +213,19 @@ fn decode_exemplar(buf: &[u8]) -> Result<ExemplarRef<'_>, DecodeError> {
 }
 
 fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeError> {
-    fields(buf, |field, v| {
+    // Where the label fields seen so far lie, while they are contiguous.
+    let mut span: Option<std::ops::Range<usize>> = None;
+    let mut contiguous = true;
+    fields_at(buf, |field, v, at| {
         match field {
-            1 => s.labels.push(decode_label(expect_len(field, v)?)?),
+            1 => {
+                s.labels.push(decode_label(expect_len(field, v)?)?);
+                match &mut span {
+                    None => span = Some(at),
+                    Some(r) if r.end == at.start => r.end = at.end,
+                    Some(_) => contiguous = false,
+                }
+            }
             2 => {
                 let mut sample = Sample { t: 0, v: 0.0 };
                 fields(expect_len(field, v)?, |f, v| {
@@ -227,7 +253,9 @@ fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeE
             _ => {}
         }
         Ok(())
-    })
+    })?;
+    s.labels_span = span.filter(|_| contiguous).map(|r| &buf[r]);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,6 +344,13 @@ mod tests {
             )).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(meta, back.metadata);
+            // prost writes the labels first and contiguously: the span is their encoding.
+            let mut spans = Vec::new();
+            decode_write_request(&buf, |s| spans.push(s.labels_span.map(<[u8]>::to_vec))).unwrap();
+            let want: Vec<Option<Vec<u8>>> = back.timeseries.iter().map(|t| {
+                (!t.labels.is_empty()).then(|| TimeSeries { labels: t.labels.clone(), ..Default::default() }.encode_to_vec())
+            }).collect();
+            prop_assert_eq!(spans, want);
         }
 
         #[test]
