@@ -91,7 +91,8 @@ impl RawBatch {
     }
 
     /// Adds a series: its label pairs and the span of its encoded label fields, all slices of
-    /// [`RawBatch::buf`], and its samples.
+    /// [`RawBatch::buf`], and its samples. With a span, the pairs are not kept: they are read
+    /// from the span when needed (they must be what it holds).
     pub fn push(
         &mut self,
         span: Option<&[u8]>,
@@ -100,7 +101,7 @@ impl RawBatch {
     ) -> Result<(), RawError> {
         let span = span.map(|s| self.at(s)).transpose()?;
         let first = self.pairs.len();
-        for (n, v) in pairs {
+        for (n, v) in pairs.iter().filter(|_| span.is_none()) {
             let p = PairAt {
                 name: self.at(n)?,
                 value: self.at(v)?,
@@ -150,28 +151,24 @@ impl RawBatch {
 }
 
 impl<'a> RawSeries<'a> {
-    /// The label pairs as sent.
-    pub fn pairs(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        let buf = self.buf;
-        self.pairs.iter().map(move |p| {
-            let b = |(s, n): (u32, u32)| &buf[s as usize..(s + n) as usize];
-            (b(p.name), b(p.value))
-        })
-    }
-
-    /// Whether the pairs as sent are exactly `labels` (same order, no empty values): then the
-    /// series is the one with these labels, whatever the validity checks would say.
-    pub fn is(&self, labels: &Labels) -> bool {
-        self.pairs.len() == labels.len()
-            && self
-                .pairs()
-                .zip(labels.iter())
-                .all(|((n, v), l)| n == l.name.as_bytes() && v == l.value.as_bytes())
+    /// The label pairs as sent, or why they cannot be read.
+    pub fn pairs(&self) -> Result<Vec<(&'a [u8], &'a [u8])>, String> {
+        let mut out = Vec::new();
+        match self.span {
+            Some(span) => crate::api::remote_decode::decode_labels(span, &mut out)
+                .map_err(|e| format!("decoding labels: {e}"))?,
+            None => {
+                let buf = self.buf;
+                let b = |(s, n): (u32, u32)| &buf[s as usize..(s + n) as usize];
+                out.extend(self.pairs.iter().map(|p| (b(p.name), b(p.value))));
+            }
+        }
+        Ok(out)
     }
 
     /// The label set, or why the labels are invalid (see [`labels_from_pairs`]).
     pub fn labels(&self) -> Result<Labels, String> {
-        labels_from_pairs(self.pairs(), |b| {
+        labels_from_pairs(self.pairs()?.into_iter(), |b| {
             std::str::from_utf8(b)
                 .map(Arc::from)
                 .map_err(|_| format!("{:?} is not valid UTF-8", String::from_utf8_lossy(b)))
@@ -182,7 +179,8 @@ impl<'a> RawSeries<'a> {
     pub fn reject_invalid(&self, report: &mut AppendReport, why: &str) {
         for _ in self.samples {
             report.reject(RejectReason::InvalidLabels, || {
-                format!("invalid labels {}: {why}", show(self.pairs()))
+                let shown = self.pairs().map(|p| show(p.into_iter()));
+                format!("invalid labels {}: {why}", shown.unwrap_or_default())
             });
         }
     }
@@ -312,16 +310,18 @@ mod tests {
         );
         let got: Vec<_> = b.iter().collect();
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[1].pairs().collect::<Vec<_>>(),
-            [(&b"__name__"[..], &b""[..])]
-        );
+        assert_eq!(got[1].pairs().unwrap(), [(&b"__name__"[..], &b""[..])]);
         assert_eq!(got[0].span, Some(&b"__name__up"[..]));
         assert_eq!(got[0].samples, &s);
+        // With a span, the labels are read from it (here: not a protobuf).
+        assert!(got[0].labels().is_err());
         let want = Labels::from_pairs([("__name__", "up"), ("job", "x")]);
-        assert!(got[0].is(&want));
-        assert_eq!(got[0].labels().unwrap(), want);
-        assert!(!got[0].is(&Labels::from_pairs([("__name__", "up")])));
+        let mut enc = Vec::new();
+        encode_labels(&want, &mut enc);
+        let buf = Bytes::from(enc);
+        let mut b = RawBatch::new(buf.clone()).unwrap();
+        b.push(Some(&buf[..]), &[], &s).unwrap();
+        assert_eq!(b.iter().next().unwrap().labels().unwrap(), want);
     }
 
     #[test]

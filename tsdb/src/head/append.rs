@@ -10,18 +10,21 @@ use crate::labels::Labels;
 use crate::raw::{RawBatch, encode_labels};
 use crate::storage::{RejectReason, Sample, SeriesSamples};
 
-/// The series cache: series by a seeded hash of their encoded label fields.
+/// The series cache: series by a seeded 128-bit hash of their encoded label fields.
 ///
 /// An entry is made only for a series whose labels passed the checks (validity, limits) when
 /// a request's encoded labels were byte for byte the canonical encoding of the stored set
-/// ([`encode_labels`]); so it can be found again on removal (by encoding the stored labels)
-/// and is removed with its series. A hit is used only when the request's labels equal the
-/// stored ones pair by pair: a hash collision or a stale entry falls back to the full path.
+/// ([`encode_labels`]), so that removing the series finds and removes its entry (by encoding
+/// the stored labels). A hit is used only while its series exists. Two label sets sharing a
+/// 128-bit hash (about 2^-88 for a million series, with a seed the senders do not know) are
+/// the one risk taken; comparing the labels instead cost as much as the rest of a cached
+/// series' append.
 #[derive(Debug)]
 pub(super) struct RawRefs {
     /// Per head, from the OS's randomness: senders cannot aim collisions.
     seed: u64,
-    map: FxHashMap<u64, SeriesId>,
+    /// The hash's low half → its high half and the series.
+    map: FxHashMap<u64, (u64, SeriesId)>,
     scratch: Vec<u8>,
 }
 
@@ -36,21 +39,27 @@ impl Default for RawRefs {
     }
 }
 
+type Key = (u64, u64);
+
 impl RawRefs {
-    fn key(&self, encoded: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(encoded, self.seed)
+    fn key(&self, encoded: &[u8]) -> Key {
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(encoded, self.seed);
+        (h as u64, (h >> 64) as u64)
     }
 
-    fn get(&self, key: u64) -> Option<SeriesId> {
-        self.map.get(&key).copied()
+    fn get(&self, key: Key) -> Option<SeriesId> {
+        match self.map.get(&key.0) {
+            Some((hi, id)) if *hi == key.1 => Some(*id),
+            _ => None,
+        }
     }
 
     /// Caches `id` under `key` if `encoded` is the canonical encoding of `labels`.
-    fn insert(&mut self, key: u64, encoded: &[u8], labels: &Labels, id: SeriesId) {
+    fn insert(&mut self, key: Key, encoded: &[u8], labels: &Labels, id: SeriesId) {
         self.scratch.clear();
         encode_labels(labels, &mut self.scratch);
         if self.scratch == encoded {
-            self.map.insert(key, id);
+            self.map.insert(key.0, (key.1, id));
         }
     }
 
@@ -62,8 +71,8 @@ impl RawRefs {
         self.scratch.clear();
         encode_labels(labels, &mut self.scratch);
         let key = self.key(&self.scratch);
-        if self.map.get(&key) == Some(&id) {
-            self.map.remove(&key);
+        if self.get(key) == Some(id) {
+            self.map.remove(&key.0);
         }
     }
 }
@@ -101,8 +110,8 @@ impl Head {
     }
 
     /// [`Head::append`] for series with raw labels: a series in the cache costs a hash of its
-    /// encoded labels and a comparison with the stored ones; others get their labels checked
-    /// and built as in [`Head::append`], and are cached.
+    /// encoded labels and a lookup; others get their labels checked and built as in
+    /// [`Head::append`], and are cached.
     pub(crate) fn append_raw(&mut self, batch: &RawBatch) -> Appended {
         let mut out = Appended::default();
         let too_old_before = self.too_old_before();
@@ -112,7 +121,7 @@ impl Head {
             }
             let key = s.span.map(|b| self.refs.key(b));
             if let Some(id) = key.and_then(|k| self.refs.get(k))
-                && self.get(id).is_some_and(|m| s.is(&m.labels))
+                && self.get(id).is_some()
             {
                 self.append_series(None, Some(id), s.samples, too_old_before, &mut out);
                 continue;
@@ -267,11 +276,13 @@ impl RawRefs {
         self.map.len()
     }
 
-    /// Points every entry at `id` (a stale cache, for tests).
-    pub(super) fn point_all_at(&mut self, id: SeriesId) {
-        for v in self.map.values_mut() {
-            *v = id;
-        }
+    pub(super) fn entries(&self) -> Vec<(u64, (u64, SeriesId))> {
+        self.map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Puts entries back (a stale cache, for tests).
+    pub(super) fn restore(&mut self, entries: &[(u64, (u64, SeriesId))]) {
+        self.map.extend(entries.iter().copied());
     }
 }
 
