@@ -6,7 +6,7 @@
 //! given a [`RawBatch`] can find a known series from its raw bytes instead (see
 //! [`crate::head`]'s series cache) and build labels only for series it does not know.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 
@@ -22,8 +22,9 @@ struct PairAt {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// The bytes of the series' label fields when they are contiguous in the body.
-    span: Option<(u32, u32)>,
+    /// The bytes of the series' label fields when they are contiguous in the body, and their
+    /// [`span_key`].
+    span: Option<((u32, u32), SpanKey)>,
     pairs: (u32, u32),
     samples: (u32, u32),
 }
@@ -35,6 +36,23 @@ pub enum RawError {
     TooLarge,
     #[error("a label or span is not part of the body")]
     Outside,
+}
+
+/// A seeded 128-bit hash of a series' encoded label fields (low, high half).
+pub type SpanKey = (u64, u64);
+
+/// The seed of [`span_key`]: per process, from the OS's randomness, so that senders cannot aim
+/// collisions.
+static SEED: LazyLock<u64> = LazyLock::new(|| {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one(0x5e_c7a7_u64)
+});
+
+/// The key of the series cache for encoded label fields. Computed as a series is decoded,
+/// while its bytes are in the CPU's cache (hashing them later cost about three times as much).
+pub fn span_key(encoded: &[u8]) -> SpanKey {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(encoded, *SEED);
+    (h as u64, (h >> 64) as u64)
 }
 
 /// The series of one request with their samples, label bytes borrowed from the request's
@@ -52,9 +70,10 @@ pub struct RawBatch {
 pub struct RawSeries<'a> {
     buf: &'a [u8],
     pairs: &'a [PairAt],
-    /// The encoded label fields (contiguous in the body), when known: the key of the series
-    /// cache.
+    /// The encoded label fields (contiguous in the body), when known, and their key in the
+    /// series cache.
     pub span: Option<&'a [u8]>,
+    pub key: Option<SpanKey>,
     pub samples: &'a [Sample],
 }
 
@@ -99,7 +118,10 @@ impl RawBatch {
         pairs: &[(&[u8], &[u8])],
         samples: &[Sample],
     ) -> Result<(), RawError> {
-        let span = span.map(|s| self.at(s)).transpose()?;
+        let span = match span {
+            Some(s) => Some((self.at(s)?, span_key(s))),
+            None => None,
+        };
         let first = self.pairs.len();
         for (n, v) in pairs.iter().filter(|_| span.is_none()) {
             let p = PairAt {
@@ -122,12 +144,20 @@ impl RawBatch {
         self.entries.is_empty()
     }
 
+    /// Samples of all series.
+    pub fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+
     /// Series in the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = RawSeries<'_>> {
         self.entries.iter().map(|e| RawSeries {
             buf: &self.buf,
             pairs: &self.pairs[e.pairs.0 as usize..e.pairs.1 as usize],
-            span: e.span.map(|(s, n)| &self.buf[s as usize..(s + n) as usize]),
+            span: e
+                .span
+                .map(|((s, n), _)| &self.buf[s as usize..(s + n) as usize]),
+            key: e.span.map(|(_, k)| k),
             samples: &self.samples[e.samples.0 as usize..e.samples.1 as usize],
         })
     }

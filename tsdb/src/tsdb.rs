@@ -485,7 +485,9 @@ impl Tsdb {
             let before = head.num_series();
             let out = append(&mut head);
             crate::metrics::HEAD_SERIES.add(head.num_series() as i64 - before as i64);
-            let mut framed = Vec::new();
+            // About 12 bytes per sample (id, time delta, value) and 200 per new series.
+            let mut framed =
+                Vec::with_capacity(64 + out.samples.len() * 12 + out.new_series.len() * 200);
             // Bounded records: a huge batch is several frames (all in one group commit).
             for part in out.new_series.chunks(RECORD_ITEMS) {
                 wal::frame_with(&mut framed, |o| wal::record::encode_series(part, o));

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use super::series::Placed;
 use super::{Appended, Head, SeriesId, invalid_labels};
 use crate::labels::Labels;
-use crate::raw::{RawBatch, encode_labels};
+use crate::raw::{RawBatch, SpanKey, encode_labels, span_key};
 use crate::storage::{RejectReason, Sample, SeriesSamples};
 
 /// The series cache: series by a seeded 128-bit hash of their encoded label fields.
@@ -16,38 +16,18 @@ use crate::storage::{RejectReason, Sample, SeriesSamples};
 /// a request's encoded labels were byte for byte the canonical encoding of the stored set
 /// ([`encode_labels`]), so that removing the series finds and removes its entry (by encoding
 /// the stored labels). A hit is used only while its series exists. Two label sets sharing a
-/// 128-bit hash (about 2^-88 for a million series, with a seed the senders do not know) are
-/// the one risk taken; comparing the labels instead cost as much as the rest of a cached
+/// 128-bit [`span_key`] (about 2^-88 for a million series, with a seed the senders do not
+/// know) are the one risk taken; comparing the labels instead cost as much as the rest of a cached
 /// series' append.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct RawRefs {
-    /// Per head, from the OS's randomness: senders cannot aim collisions.
-    seed: u64,
-    /// The hash's low half → its high half and the series.
+    /// The key's low half → its high half and the series.
     map: FxHashMap<u64, (u64, SeriesId)>,
     scratch: Vec<u8>,
 }
 
-impl Default for RawRefs {
-    fn default() -> RawRefs {
-        use std::hash::BuildHasher as _;
-        RawRefs {
-            seed: std::collections::hash_map::RandomState::new().hash_one(0x5e_c7a7_u64),
-            map: FxHashMap::default(),
-            scratch: Vec::new(),
-        }
-    }
-}
-
-type Key = (u64, u64);
-
 impl RawRefs {
-    fn key(&self, encoded: &[u8]) -> Key {
-        let h = xxhash_rust::xxh3::xxh3_128_with_seed(encoded, self.seed);
-        (h as u64, (h >> 64) as u64)
-    }
-
-    fn get(&self, key: Key) -> Option<SeriesId> {
+    fn get(&self, key: SpanKey) -> Option<SeriesId> {
         match self.map.get(&key.0) {
             Some((hi, id)) if *hi == key.1 => Some(*id),
             _ => None,
@@ -55,7 +35,7 @@ impl RawRefs {
     }
 
     /// Caches `id` under `key` if `encoded` is the canonical encoding of `labels`.
-    fn insert(&mut self, key: Key, encoded: &[u8], labels: &Labels, id: SeriesId) {
+    fn insert(&mut self, key: SpanKey, encoded: &[u8], labels: &Labels, id: SeriesId) {
         self.scratch.clear();
         encode_labels(labels, &mut self.scratch);
         if self.scratch == encoded {
@@ -70,7 +50,7 @@ impl RawRefs {
         }
         self.scratch.clear();
         encode_labels(labels, &mut self.scratch);
-        let key = self.key(&self.scratch);
+        let key = span_key(&self.scratch);
         if self.get(key) == Some(id) {
             self.map.remove(&key.0);
         }
@@ -114,12 +94,13 @@ impl Head {
     /// [`Head::append`], and are cached.
     pub(crate) fn append_raw(&mut self, batch: &RawBatch) -> Appended {
         let mut out = Appended::default();
+        out.samples.reserve(batch.num_samples());
         let too_old_before = self.too_old_before();
         for s in batch.iter() {
             if s.samples.is_empty() {
                 continue;
             }
-            let key = s.span.map(|b| self.refs.key(b));
+            let key = s.key;
             if let Some(id) = key.and_then(|k| self.refs.get(k))
                 && self.get(id).is_some()
             {
