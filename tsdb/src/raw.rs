@@ -38,6 +38,9 @@ pub enum RawError {
     Outside,
 }
 
+/// A label's name and value as sent.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// A seeded 128-bit hash of a series' encoded label fields (low, high half).
 pub type SpanKey = (u64, u64);
 
@@ -182,7 +185,7 @@ impl RawBatch {
 
 impl<'a> RawSeries<'a> {
     /// The label pairs as sent, or why they cannot be read.
-    pub fn pairs(&self) -> Result<Vec<(&'a [u8], &'a [u8])>, String> {
+    pub fn pairs(&self) -> Result<Vec<Pair<'a>>, String> {
         let mut out = Vec::new();
         match self.span {
             Some(span) => crate::api::remote_decode::decode_labels(span, &mut out)

@@ -8,7 +8,11 @@ use crate::api::remote_proto::{self, Label, TimeSeries, WriteRequest};
 use crate::config::TsdbConfig;
 use crate::storage::{MatchOp, Matcher};
 
-type Series<'a> = (&'a [(&'a str, &'a [u8])], &'a [(i64, f64)]);
+type Pairs<'a> = &'a [(&'a str, &'a [u8])];
+type Series<'a> = (Pairs<'a>, &'a [(i64, f64)]);
+/// Series of a request: which, with their labels reversed or not, and samples.
+type Request = Vec<(usize, bool, Vec<(i64, i8)>)>;
+type Owned<'a> = Vec<(Vec<(&'a str, &'a [u8])>, Vec<(i64, f64)>)>;
 
 /// The raw batch a remote-write request carrying these series decodes to.
 fn raw(series: &[Series<'_>]) -> RawBatch {
@@ -192,7 +196,7 @@ fn checks_and_limits_apply_to_new_series() {
         assert_eq!(r.rejected.get(&RejectReason::SeriesLimit), Some(&2));
     }
     assert_eq!(h.refs.len(), 1);
-    let cases: [(&[(&str, &[u8])], &str); 5] = [
+    let cases: [(Pairs<'_>, &str); 5] = [
         (
             &[("__name__", b"a"), ("job", b"very long value")],
             "longer than the limit",
@@ -221,7 +225,7 @@ fn checks_and_limits_apply_to_new_series() {
 /// a delete or a truncation.
 #[derive(Clone, Debug)]
 enum Op {
-    Write(Vec<(usize, bool, Vec<(i64, i8)>)>),
+    Write(Request),
     Delete(usize),
     Truncate(i64),
 }
@@ -260,7 +264,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Write(series) => {
-                    let owned: Vec<(Vec<(&str, &[u8])>, Vec<(i64, f64)>)> = series
+                    let owned: Owned<'_> = series
                         .iter()
                         .map(|(i, rev, s)| {
                             let mut l = pool[*i].to_vec();
