@@ -5,6 +5,7 @@
 //! The head is not durable by itself: [`crate::tsdb::Tsdb`] logs what it accepted to the WAL
 //! and replays it with the `apply_*` methods.
 
+mod append;
 mod chunks;
 mod index;
 mod series;
@@ -19,12 +20,13 @@ use std::sync::Arc;
 pub(crate) use chunks::{ChunkData, ChunkStore, DiskRef};
 pub(crate) use index::{Index, SeriesId};
 pub(crate) use index::{SeriesLabels, Symbols};
-use series::Placed;
 pub(crate) use series::{ClosedChunk, MemSeries, Snapshot};
 
 use crate::config::{Limits, TsdbConfig};
 use crate::labels::{Labels, METRIC_NAME};
-use crate::storage::{AppendReport, Matcher, RejectReason, Sample, SeriesSamples, StoreStats};
+#[cfg(test)]
+use crate::storage::SeriesSamples;
+use crate::storage::{AppendReport, Matcher, Sample, StoreStats};
 
 /// What an append changed, for the WAL.
 #[derive(Debug, Default)]
@@ -54,6 +56,8 @@ pub(crate) struct Head {
     by_hash: FxHashMap<u64, SeriesId>,
     collisions: HashMap<Labels, SeriesId>,
     series: Vec<Option<MemSeries>>,
+    /// Known series by their labels as remote-write encodes them.
+    refs: append::RawRefs,
     index: Index,
     per_metric: foldhash::HashMap<Arc<str>, usize>,
     /// Bounds of all samples ever stored (they only widen): a query covering them needs no
@@ -129,6 +133,7 @@ impl Head {
             by_hash: FxHashMap::default(),
             collisions: HashMap::new(),
             series: Vec::new(),
+            refs: append::RawRefs::default(),
             index: Index::default(),
             per_metric: foldhash::HashMap::default(),
             min_t: i64::MAX,
@@ -260,98 +265,6 @@ impl Head {
             .filter_map(|(i, s)| s.as_ref().map(|s| (i as SeriesId, s)))
     }
 
-    /// Checks and stores a batch; rejected samples are reported one by one.
-    pub(crate) fn append(&mut self, batch: &[SeriesSamples]) -> Appended {
-        let mut out = Appended::default();
-        let too_old_before = if self.max_t == i64::MIN {
-            i64::MIN
-        } else {
-            self.max_t.saturating_sub(self.max_retention)
-        };
-        for s in batch {
-            if s.samples.is_empty() {
-                continue;
-            }
-            if let Some(msg) = invalid_labels(&s.labels, &self.limits) {
-                for _ in &s.samples {
-                    out.report
-                        .reject(RejectReason::InvalidLabels, || msg.clone());
-                }
-                continue;
-            }
-            let mut id = self.lookup(&s.labels);
-            for p in &s.samples {
-                if p.t < self.min_valid {
-                    out.report.reject(RejectReason::TooOld, || {
-                        format!(
-                            "sample of {} at {} is older than the head, whose older data is \
-                             in immutable blocks (before {})",
-                            s.labels, p.t, self.min_valid
-                        )
-                    });
-                    continue;
-                }
-                if p.t < too_old_before {
-                    out.report.reject(RejectReason::TooOld, || {
-                        format!(
-                            "sample of {} at {} is older than the retention allows",
-                            s.labels, p.t
-                        )
-                    });
-                    continue;
-                }
-                let sid = match id {
-                    Some(sid) => sid,
-                    None => match self.create_series(&s.labels) {
-                        Ok(sid) => {
-                            out.new_series.push((sid, self.labels_of(sid)));
-                            id = Some(sid);
-                            sid
-                        }
-                        Err(msg) => {
-                            out.report.reject(RejectReason::SeriesLimit, || msg.clone());
-                            continue;
-                        }
-                    },
-                };
-                let Some(series) = self.series.get_mut(sid as usize).and_then(Option::as_mut)
-                else {
-                    continue;
-                };
-                let placed = match series.append(&self.store, p.t, p.v, self.ooo_window, true) {
-                    Ok(placed) => placed,
-                    Err(e) => {
-                        out.error.get_or_insert(e);
-                        continue;
-                    }
-                };
-                match placed {
-                    Placed::Stored => {
-                        out.report.accepted += 1;
-                        out.samples.push((sid, *p));
-                        self.min_t = self.min_t.min(p.t);
-                        self.max_t = self.max_t.max(p.t);
-                    }
-                    Placed::Duplicate => out.report.accepted += 1,
-                    Placed::Conflict => out.report.reject(RejectReason::DuplicateTimestamp, || {
-                        format!(
-                            "sample of {} at {} has a different value than the stored one",
-                            s.labels, p.t
-                        )
-                    }),
-                    Placed::TooOld => out.report.reject(RejectReason::OutOfOrder, || {
-                        format!(
-                            "sample of {} at {} is older than the series' newest sample by \
-                             more than the out-of-order window",
-                            s.labels, p.t
-                        )
-                    }),
-                }
-            }
-        }
-        out
-    }
-
     /// The id of the series with exactly these labels.
     fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
         let id = *self.by_hash.get(&labels_hash(labels))?;
@@ -370,28 +283,6 @@ impl Head {
             .and_then(Option::as_ref)
             .map(|s| self.symbols.labels(&s.labels))
             .unwrap_or_default()
-    }
-
-    /// Creates a series within the limits.
-    fn create_series(&mut self, labels: &Labels) -> Result<SeriesId, String> {
-        let max = self.limits.max_series_per_tenant;
-        if max > 0 && self.index.len() >= max {
-            return Err(format!(
-                "new series {labels} would exceed the limit of {max} series per tenant"
-            ));
-        }
-        let max = self.limits.max_series_per_metric;
-        if max > 0 {
-            let name = labels.metric_name().unwrap_or_default();
-            if self.per_metric.get(name).copied().unwrap_or(0) >= max {
-                return Err(format!(
-                    "new series {labels} would exceed the limit of {max} series for metric {name:?}"
-                ));
-            }
-        }
-        let id = self.next_id();
-        self.insert_series(id, labels, MemSeries::default());
-        Ok(id)
     }
 
     /// Adds a series under `id` (new, replayed or loaded from a checkpoint).
@@ -434,10 +325,12 @@ impl Head {
         self.unlink(id, &series.labels);
     }
 
-    /// Removes a series' labels from the index, the hash maps and the symbols.
+    /// Removes a series' labels from the index, the series cache, the hash maps and the
+    /// symbols.
     fn unlink(&mut self, id: SeriesId, interned: &SeriesLabels) {
         let labels = self.symbols.labels(interned);
         self.index.remove(id, &labels);
+        self.refs.remove(&labels, id);
         let h = labels_hash(&labels);
         if self.by_hash.get(&h) == Some(&id) {
             self.by_hash.remove(&h);

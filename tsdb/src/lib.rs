@@ -17,6 +17,7 @@ pub mod metadata;
 mod metrics;
 mod parallel;
 pub mod promql;
+pub mod raw;
 pub mod relabel;
 pub mod scrape;
 pub mod storage;

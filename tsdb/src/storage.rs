@@ -14,6 +14,7 @@ pub use crate::exemplar::{ExemplarReport, SeriesExemplars};
 use crate::labels::Labels;
 pub use crate::metadata::Metadata;
 use crate::metadata::MetadataSet;
+pub use crate::raw::RawBatch;
 
 /// The NaN bit pattern Prometheus writes as a staleness marker.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -238,6 +239,17 @@ impl AppendReport {
         self.rejected.values().sum()
     }
 
+    /// Adds another report's counts (its first rejection counts if this one has none).
+    pub fn merge(&mut self, other: AppendReport) {
+        self.accepted += other.accepted;
+        for (reason, n) in other.rejected {
+            *self.rejected.entry(reason).or_default() += n;
+        }
+        if self.first_rejection.is_none() {
+            self.first_rejection = other.first_rejection;
+        }
+    }
+
     /// Records a rejection.
     pub fn reject(&mut self, reason: RejectReason, message: impl FnOnce() -> String) {
         *self.rejected.entry(reason).or_default() += 1;
@@ -252,6 +264,18 @@ pub trait Appendable: Send + Sync {
     /// Appends samples. When this returns `Ok`, accepted samples are durable (they survive a
     /// crash of the process). `Err` means nothing of the batch may be assumed stored (I/O).
     fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError>;
+
+    /// Appends series as a remote-write request carries them (raw label bytes), with the
+    /// guarantees of [`Appendable::append`]; series with invalid labels are rejected sample by
+    /// sample (`InvalidLabels`). The default builds label sets and appends them; stores with a
+    /// series cache find known series from the raw bytes.
+    fn append_raw(&self, batch: &RawBatch) -> Result<AppendReport, StorageError> {
+        let (series, mut report) = batch.to_series();
+        if !series.is_empty() {
+            report.merge(self.append(&series)?);
+        }
+        Ok(report)
+    }
 
     /// Deletes samples in `mint..=maxt` of the series matching every matcher (Prometheus's
     /// `admin/tsdb/delete_series`).

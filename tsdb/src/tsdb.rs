@@ -21,8 +21,8 @@ use crate::config::TsdbConfig;
 use crate::head::{ChunkStore, Head, Snapshot};
 use crate::labels::Labels;
 use crate::storage::{
-    AppendReport, Appendable, Matcher, Queryable, Sample, SeriesSamples, StorageError, Store,
-    StoreStats,
+    AppendReport, Appendable, Matcher, Queryable, RawBatch, Sample, SeriesSamples, StorageError,
+    Store, StoreStats,
 };
 use crate::wal::{self, Record, Wal, WalError};
 use block::Block;
@@ -509,21 +509,28 @@ impl Queryable for Tsdb {
     }
 }
 
-impl Appendable for Tsdb {
-    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+impl Tsdb {
+    /// Appends what `append` stores in the head (under its write lock) and logs it; returns
+    /// once it is durable.
+    fn append_with(
+        &self,
+        append: impl FnOnce(&mut Head) -> crate::head::Appended,
+    ) -> Result<AppendReport, StorageError> {
         self.ensure_durable_head()?;
         let (report, seq, error) = {
             let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
             let before = head.num_series();
-            let out = head.append(batch);
+            let out = append(&mut head);
             crate::metrics::HEAD_SERIES.add(head.num_series() as i64 - before as i64);
-            let mut framed = Vec::new();
+            // About 12 bytes per sample (id, time delta, value) and 200 per new series.
+            let mut framed =
+                Vec::with_capacity(64 + out.samples.len() * 12 + out.new_series.len() * 200);
             // Bounded records: a huge batch is several frames (all in one group commit).
             for part in out.new_series.chunks(RECORD_ITEMS) {
-                wal::frame(&Record::Series(part.to_vec()), &mut framed);
+                wal::frame_with(&mut framed, |o| wal::record::encode_series(part, o));
             }
             for part in out.samples.chunks(RECORD_ITEMS) {
-                wal::frame(&Record::Samples(part.to_vec()), &mut framed);
+                wal::frame_with(&mut framed, |o| wal::record::encode_samples(part, o));
             }
             // Without records of its own (only re-delivered samples), the batch waits for
             // the records before it: a duplicate is acknowledged only once its original is
@@ -548,6 +555,17 @@ impl Appendable for Tsdb {
         }
         crate::metrics::count_append(&report);
         Ok(report)
+    }
+}
+
+impl Appendable for Tsdb {
+    fn append(&self, batch: &[SeriesSamples]) -> Result<AppendReport, StorageError> {
+        self.append_with(|head| head.append(batch))
+    }
+
+    /// Known series are found from their raw labels by the head's series cache.
+    fn append_raw(&self, batch: &RawBatch) -> Result<AppendReport, StorageError> {
+        self.append_with(|head| head.append_raw(batch))
     }
 
     /// Deletes from the head (logged to the WAL) and from the blocks (by tombstones, durable

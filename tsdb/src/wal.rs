@@ -87,9 +87,14 @@ pub(crate) struct Wal {
 
 /// Frames a record onto `out`.
 pub(crate) fn frame(rec: &Record, out: &mut Vec<u8>) {
+    frame_with(out, |out| rec.encode(out));
+}
+
+/// Frames the record `encode` writes onto `out`.
+pub(crate) fn frame_with(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend([0u8; FRAME_HEADER]);
-    rec.encode(out);
+    encode(out);
     let len = (out.len() - start - FRAME_HEADER) as u32;
     let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());

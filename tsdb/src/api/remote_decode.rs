@@ -24,6 +24,8 @@ pub enum DecodeError {
     WireType { field: u32, wire: u8, expected: u8 },
     #[error("metadata: {0}")]
     Metadata(String),
+    #[error(transparent)]
+    Raw(#[from] crate::raw::RawError),
 }
 
 /// One field of a message.
@@ -63,8 +65,18 @@ fn fields<'a>(
     buf: &'a [u8],
     mut f: impl FnMut(u32, Field<'a>) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
+    fields_at(buf, |field, v, _| f(field, v))
+}
+
+/// Calls `f` with every field of the message in `buf` and where the field (key included)
+/// lies in `buf`.
+fn fields_at<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(u32, Field<'a>, std::ops::Range<usize>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     let mut pos = 0;
     while pos < buf.len() {
+        let start = pos;
         let key = varint(buf, &mut pos)?;
         let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Key(key))?;
         if field == 0 {
@@ -94,7 +106,7 @@ fn fields<'a>(
             }
             _ => return Err(DecodeError::Key(key)),
         };
-        f(field, value)?;
+        f(field, value, start..pos)?;
     }
     Ok(())
 }
@@ -115,6 +127,9 @@ fn expect_len<'a>(field: u32, v: Field<'a>) -> Result<&'a [u8], DecodeError> {
 #[derive(Debug, Default)]
 pub struct SeriesRef<'a> {
     pub labels: Vec<(&'a [u8], &'a [u8])>,
+    /// The label fields as encoded, when they are contiguous (as every known sender writes
+    /// them): what identifies the series cheaply.
+    pub labels_span: Option<&'a [u8]>,
     pub samples: Vec<Sample>,
     pub exemplars: Vec<ExemplarRef<'a>>,
     pub histograms: usize,
@@ -141,6 +156,7 @@ pub fn decode_write_request<'a>(
             1 => {
                 let ts = expect_len(field, v)?;
                 s.labels.clear();
+                s.labels_span = None;
                 s.samples.clear();
                 s.exemplars.clear();
                 s.histograms = 0;
@@ -160,8 +176,61 @@ pub fn decode_write_request<'a>(
     Ok(metadata)
 }
 
+/// A length-delimited field with key byte `key` at `*pos`, if there is one.
+fn canonical_len<'a>(buf: &'a [u8], pos: &mut usize, key: u8) -> Option<&'a [u8]> {
+    if *buf.get(*pos)? != key {
+        return None;
+    }
+    *pos += 1;
+    let n = usize::try_from(varint(buf, pos).ok()?).ok()?;
+    let b = buf.get(*pos..pos.checked_add(n)?)?;
+    *pos += n;
+    Some(b)
+}
+
+/// A `prometheus.Label` as senders write it (name, then value, nothing else), read without
+/// the generic field loop; `None` for any other layout.
+fn canonical_label(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut pos = 0;
+    let name = canonical_len(buf, &mut pos, 0x0a)?;
+    let value = canonical_len(buf, &mut pos, 0x12)?;
+    (pos == buf.len()).then_some((name, value))
+}
+
+/// A `prometheus.Sample` as senders write it (value, then timestamp, nothing else).
+fn canonical_sample(buf: &[u8]) -> Option<Sample> {
+    if buf.len() < 11 || buf[0] != 0x09 || buf[9] != 0x10 {
+        return None;
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[1..9]);
+    let mut pos = 10;
+    let t = varint(buf, &mut pos).ok()?;
+    (pos == buf.len()).then_some(Sample {
+        t: t as i64,
+        v: f64::from_bits(u64::from_le_bytes(a)),
+    })
+}
+
+/// The labels of a series' label fields (`repeated Label labels = 1`, as
+/// [`SeriesRef::labels_span`] holds them), appended to `out`.
+pub(crate) fn decode_labels<'a>(
+    span: &'a [u8],
+    out: &mut Vec<(&'a [u8], &'a [u8])>,
+) -> Result<(), DecodeError> {
+    fields(span, |field, v| {
+        if field == 1 {
+            out.push(decode_label(expect_len(field, v)?)?);
+        }
+        Ok(())
+    })
+}
+
 /// A `prometheus.Label`.
 fn decode_label(buf: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    if let Some(l) = canonical_label(buf) {
+        return Ok(l);
+    }
     let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
     fields(buf, |f, v| {
         match f {
@@ -197,12 +266,27 @@ fn decode_exemplar(buf: &[u8]) -> Result<ExemplarRef<'_>, DecodeError> {
 }
 
 fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeError> {
-    fields(buf, |field, v| {
+    // Where the label fields seen so far lie, while they are contiguous.
+    let mut span: Option<std::ops::Range<usize>> = None;
+    let mut contiguous = true;
+    fields_at(buf, |field, v, at| {
         match field {
-            1 => s.labels.push(decode_label(expect_len(field, v)?)?),
+            1 => {
+                s.labels.push(decode_label(expect_len(field, v)?)?);
+                match &mut span {
+                    None => span = Some(at),
+                    Some(r) if r.end == at.start => r.end = at.end,
+                    Some(_) => contiguous = false,
+                }
+            }
             2 => {
+                let buf = expect_len(field, v)?;
+                if let Some(sample) = canonical_sample(buf) {
+                    s.samples.push(sample);
+                    return Ok(());
+                }
                 let mut sample = Sample { t: 0, v: 0.0 };
-                fields(expect_len(field, v)?, |f, v| {
+                fields(buf, |f, v| {
                     match (f, v) {
                         (1, Field::Fixed64(bits)) => sample.v = f64::from_bits(bits),
                         (2, Field::Varint(t)) => sample.t = t as i64,
@@ -227,7 +311,9 @@ fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeE
             _ => {}
         }
         Ok(())
-    })
+    })?;
+    s.labels_span = span.filter(|_| contiguous).map(|r| &buf[r]);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,12 +402,51 @@ mod tests {
             )).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(meta, back.metadata);
+            // prost writes the labels first and contiguously: the span is their encoding.
+            let mut spans = Vec::new();
+            decode_write_request(&buf, |s| spans.push(s.labels_span.map(<[u8]>::to_vec))).unwrap();
+            let want: Vec<Option<Vec<u8>>> = back.timeseries.iter().map(|t| {
+                (!t.labels.is_empty()).then(|| TimeSeries { labels: t.labels.clone(), ..Default::default() }.encode_to_vec())
+            }).collect();
+            prop_assert_eq!(spans, want);
         }
 
         #[test]
         fn garbage_never_panics(buf in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_write_request(&buf, |_| {});
         }
+    }
+
+    #[test]
+    fn fields_in_any_order_and_interleaved_labels() {
+        // Label {value: "v", name: "n"}, then a sample {timestamp: 5, value: 1.0}, then a
+        // label {name: "m"} after it.
+        let mut ts = vec![0x0a, 6, 0x12, 1, b'v', 0x0a, 1, b'n'];
+        ts.extend([0x12, 11, 0x10, 5, 0x09]);
+        ts.extend(1.0f64.to_le_bytes());
+        ts.extend([0x0a, 3, 0x0a, 1, b'm']);
+        let mut req = vec![0x0a, ts.len() as u8];
+        req.extend(&ts);
+        let mut got = Vec::new();
+        decode_write_request(&req, |s| {
+            got.push((
+                s.labels.clone(),
+                s.labels_span,
+                s.samples.iter().map(|p| (p.t, p.v)).collect::<Vec<_>>(),
+            ));
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [(
+                vec![(&b"n"[..], &b"v"[..]), (&b"m"[..], &b""[..])],
+                None,
+                vec![(5, 1.0)]
+            )]
+        );
+        let mut pairs = Vec::new();
+        decode_labels(&ts[..8], &mut pairs).unwrap();
+        assert_eq!(pairs, [(&b"n"[..], &b"v"[..])]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::exemplar::{Exemplar, ExemplarReject, ExemplarReport, SeriesExemplars}
 use crate::labels::{Labels, METRIC_NAME};
 use crate::metadata::Metadata;
 use crate::metrics;
+use crate::raw::{RawBatch, show};
 use crate::storage::{AppendReport, RejectReason, Sample, SeriesSamples, Store};
 
 const V2_PROTO: &str = "io.prometheus.write.v2.Request";
@@ -65,6 +66,8 @@ pub(super) fn text(path: &str, status: StatusCode, message: impl Into<String>) -
 #[derive(Debug, Default)]
 pub(super) struct Decoded {
     pub batch: Vec<SeriesSamples>,
+    /// Series with raw labels (remote-write 1.0), checked by the store.
+    pub raw: RawBatch,
     pub pre: Rejections,
     pub exemplars: Vec<SeriesExemplars>,
     pub metadata: Vec<(String, Metadata)>,
@@ -84,6 +87,7 @@ pub(super) async fn append_and_answer(
 ) -> Response {
     let Decoded {
         batch,
+        raw,
         pre,
         exemplars,
         metadata,
@@ -92,10 +96,20 @@ pub(super) async fn append_and_answer(
     let samples = {
         let store = store.clone();
         async move {
-            if batch.is_empty() {
+            if batch.is_empty() && raw.is_empty() {
                 Ok(AppendReport::default())
             } else {
-                blocking(move || Ok(store.append(&batch)?)).await
+                blocking(move || {
+                    let mut report = AppendReport::default();
+                    if !batch.is_empty() {
+                        report.merge(store.append(&batch)?);
+                    }
+                    if !raw.is_empty() {
+                        report.merge(store.append_raw(&raw)?);
+                    }
+                    Ok(report)
+                })
+                .await
             }
         }
     };
@@ -220,30 +234,12 @@ impl<'a> Interner<'a> {
     }
 }
 
-/// Labels of a remote-write series, or why they are invalid (as Prometheus's receiver: a
-/// metric name is required, names must be non-empty, unique and valid UTF-8).
+/// Labels of a remote-write series, or why they are invalid.
 fn series_labels<'a>(
     interner: &mut Interner<'a>,
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Labels, String> {
-    let mut out: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(pairs.size_hint().0);
-    for (n, v) in pairs {
-        if n.is_empty() {
-            return Err("empty label name".into());
-        }
-        if out.iter().any(|(m, _)| m.as_bytes() == n) {
-            return Err(format!(
-                "duplicate label name {:?}",
-                String::from_utf8_lossy(n)
-            ));
-        }
-        out.push((interner.get(n)?, interner.get(v)?));
-    }
-    let labels = Labels::from_pairs(out);
-    if labels.metric_name().is_none() {
-        return Err("no metric name".into());
-    }
-    Ok(labels)
+    crate::raw::labels_from_pairs(pairs, |b| interner.get(b))
 }
 
 /// The family a series' metadata belongs to (`_bucket`, `_sum`, `_count` of histograms and
@@ -354,7 +350,7 @@ pub(super) fn decode(
             .map(from_v2)
             .map_err(|e| bad(format!("decoding protobuf: {e}")))
     } else {
-        from_v1(&raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
+        from_v1(raw).map_err(|e| bad(format!("decoding protobuf: {e}")))
     }
 }
 
@@ -394,37 +390,41 @@ fn v1_exemplars<'a>(
     })
 }
 
-fn from_v1(raw: &[u8]) -> Result<Decoded, DecodeError> {
+/// Series without exemplars or histograms go to the store with raw labels (it checks them
+/// only for series it does not know); the others are checked here, since their exemplars and
+/// messages need label sets.
+fn from_v1(buf: Bytes) -> Result<Decoded, DecodeError> {
     let mut pre = Rejections::default();
-    let mut batch = Vec::new();
+    let mut raw = RawBatch::new(buf.clone())?;
     let mut interner = Interner::default();
     let mut exemplars = Vec::new();
-    let metadata = decode_write_request(raw, |ts| {
-        let n = ts.samples.len() + ts.histograms;
-        let labels = match series_labels(&mut interner, ts.labels.iter().copied()) {
-            Ok(l) => l,
-            Err(why) => {
-                pre.add(RejectReason::InvalidLabels.as_str(), n, || {
-                    format!("invalid labels {}: {why}", show(&ts.labels))
-                });
-                return;
-            }
-        };
-        pre.add("native_histogram", ts.histograms, || {
-            format!("series {labels}: native histograms are not supported")
-        });
-        if !ts.exemplars.is_empty()
-            && let Some(e) = v1_exemplars(&mut interner, &labels, &ts.exemplars)
-        {
-            exemplars.push(e);
-        }
-        if !ts.samples.is_empty() {
-            batch.push(SeriesSamples {
-                labels,
-                samples: ts.samples.clone(),
+    let mut pushed = Ok(());
+    let metadata = decode_write_request(&buf, |ts| {
+        if !ts.exemplars.is_empty() || ts.histograms > 0 {
+            let n = ts.samples.len() + ts.histograms;
+            let labels = match series_labels(&mut interner, ts.labels.iter().copied()) {
+                Ok(l) => l,
+                Err(why) => {
+                    pre.add(RejectReason::InvalidLabels.as_str(), n, || {
+                        format!("invalid labels {}: {why}", show(ts.labels.iter().copied()))
+                    });
+                    return;
+                }
+            };
+            pre.add("native_histogram", ts.histograms, || {
+                format!("series {labels}: native histograms are not supported")
             });
+            if !ts.exemplars.is_empty()
+                && let Some(e) = v1_exemplars(&mut interner, &labels, &ts.exemplars)
+            {
+                exemplars.push(e);
+            }
+        }
+        if !ts.samples.is_empty() && pushed.is_ok() {
+            pushed = raw.push(ts.labels_span, &ts.labels, &ts.samples);
         }
     })?;
+    pushed?;
     let metadata = metadata
         .into_iter()
         .map(|m| {
@@ -439,26 +439,13 @@ fn from_v1(raw: &[u8]) -> Result<Decoded, DecodeError> {
         })
         .collect();
     Ok(Decoded {
-        batch,
+        batch: Vec::new(),
+        raw,
         pre,
         exemplars,
         metadata,
         bad_exemplar: None,
     })
-}
-
-fn show(labels: &[(&[u8], &[u8])]) -> String {
-    let parts: Vec<String> = labels
-        .iter()
-        .map(|(n, v)| {
-            format!(
-                "{}={:?}",
-                String::from_utf8_lossy(n),
-                String::from_utf8_lossy(v)
-            )
-        })
-        .collect();
-    format!("{{{}}}", parts.join(", "))
 }
 
 fn from_v2(req: RequestV2) -> Decoded {
@@ -573,6 +560,7 @@ fn from_v2(req: RequestV2) -> Decoded {
     }
     Decoded {
         batch,
+        raw: RawBatch::default(),
         pre,
         exemplars,
         metadata,

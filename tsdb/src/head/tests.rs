@@ -1,5 +1,5 @@
 use super::*;
-use crate::storage::MatchOp;
+use crate::storage::{MatchOp, RejectReason};
 
 fn cfg() -> TsdbConfig {
     TsdbConfig::default()
