@@ -259,12 +259,13 @@ impl Chunk {
     pub fn sealed(&self) -> Vec<u8> {
         match self.enc {
             ValueEncoding::Int { exp } => {
-                let mut ts = Vec::with_capacity(self.len());
-                let mut ns = Vec::with_capacity(self.len());
-                for s in self.iter() {
-                    ts.push(s.t);
-                    ns.push(scaled(s.v, exp).unwrap_or_default());
-                }
+                let mut samples = Vec::with_capacity(self.len());
+                self.iter().decode_into(i64::MIN, i64::MAX, &mut samples);
+                let ts: Vec<i64> = samples.iter().map(|s| s.t).collect();
+                let ns: Vec<i64> = samples
+                    .iter()
+                    .map(|s| scaled(s.v, exp).unwrap_or_default())
+                    .collect();
                 let packed = sealed_ints(exp, &ts, &ns);
                 if packed.len() <= self.size() {
                     packed

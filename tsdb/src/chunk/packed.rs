@@ -47,22 +47,24 @@ impl Frame {
         let mut g = 0;
         for d in deltas {
             g = gcd(g, d.wrapping_sub(min) as u64);
+            if g == 1 {
+                break;
+            }
         }
-        let g = g.max(1);
-        let max = deltas
-            .iter()
-            .map(|d| d.wrapping_sub(min) as u64 / g)
-            .max()
-            .unwrap_or(0);
-        Frame {
+        let mut f = Frame {
             min,
-            gcd: g,
-            width: width(max),
-        }
+            gcd: g.max(1),
+            width: 0,
+        };
+        let max = deltas.iter().map(|d| f.pack(*d)).max().unwrap_or(0);
+        f.width = width(max);
+        f
     }
 
     fn pack(&self, d: i64) -> u64 {
-        d.wrapping_sub(self.min) as u64 / self.gcd
+        let r = d.wrapping_sub(self.min) as u64;
+        // Most streams have no common divisor: skip the division.
+        if self.gcd == 1 { r } else { r / self.gcd }
     }
 
     #[inline]
