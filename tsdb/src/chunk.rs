@@ -10,11 +10,18 @@
 //! Written here rather than taken from a crate: the crates we found implement plain Gorilla
 //! only, without the integer/decimal mode or a seekable iterator over borrowed bytes.
 //!
-//! Serialized layout: `encoding u8, exponent u8, count u16 LE, bit stream`.
+//! A closed chunk is sealed ([`Chunk::sealed`], [`seal`]): integer chunks are then stored
+//! bit-packed with one width per chunk and stream ([`packed`]), which needs every sample
+//! known; the appendable coding above is what the head's open chunk uses.
+//!
+//! Serialized layout: `encoding u8, exponent u8, count u16 LE, body`; the body is the bit
+//! stream of the appendable codings, or a sealed integer chunk's (see [`packed`]).
 
 mod bits;
+mod packed;
 
 use bits::{BitReader, BitWriter, read_int, write_int};
+use packed::Packed;
 
 use crate::storage::Sample;
 
@@ -27,6 +34,7 @@ const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 const HEADER: usize = 4;
 const ENC_INT: u8 = 0;
 const ENC_XOR: u8 = 1;
+const ENC_PACKED: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
@@ -41,6 +49,29 @@ pub enum ValueEncoding {
     Int { exp: u8 },
     /// Gorilla XOR.
     Xor,
+}
+
+/// How a serialized chunk is coded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// Appendable integers (delta-of-delta, adaptive widths).
+    Int {
+        exp: u8,
+    },
+    Xor,
+    /// Sealed integers, bit-packed per chunk.
+    Packed {
+        exp: u8,
+    },
+}
+
+impl From<ValueEncoding> for Format {
+    fn from(e: ValueEncoding) -> Format {
+        match e {
+            ValueEncoding::Int { exp } => Format::Int { exp },
+            ValueEncoding::Xor => Format::Xor,
+        }
+    }
 }
 
 /// The scaled integer of `v` at exponent `e`, when it reproduces `v` bit for bit.
@@ -222,14 +253,42 @@ impl Chunk {
         out
     }
 
-    /// Rebuilds an appendable chunk from its serialized form, checking that it decodes.
+    /// The sealed serialized chunk (for a chunk that is closed): integer chunks bit-packed
+    /// unless outliers make that larger than the appendable coding, XOR chunks as they are.
+    /// Readable by [`ChunkRef`]; [`Chunk::from_bytes`] makes it appendable again.
+    pub fn sealed(&self) -> Vec<u8> {
+        match self.enc {
+            ValueEncoding::Int { exp } => {
+                let mut samples = Vec::with_capacity(self.len());
+                self.iter().decode_into(i64::MIN, i64::MAX, &mut samples);
+                let ts: Vec<i64> = samples.iter().map(|s| s.t).collect();
+                let ns: Vec<i64> = samples
+                    .iter()
+                    .map(|s| scaled(s.v, exp).unwrap_or_default())
+                    .collect();
+                let packed = sealed_ints(exp, &ts, &ns);
+                if packed.len() <= self.size() {
+                    packed
+                } else {
+                    self.to_bytes()
+                }
+            }
+            ValueEncoding::Xor => self.to_bytes(),
+        }
+    }
+
+    /// Rebuilds an appendable chunk from its serialized form (sealed or not), checking that
+    /// it decodes.
     pub fn from_bytes(b: &[u8]) -> Result<Chunk, ChunkError> {
         let view = ChunkRef::new(b)?;
         let samples: Vec<Sample> = view.iter().collect();
         if samples.len() != view.len() {
             return Err(ChunkError::Malformed);
         }
-        let mut c = Chunk::new(view.enc);
+        let mut c = Chunk::new(match view.fmt {
+            Format::Int { exp } | Format::Packed { exp } => ValueEncoding::Int { exp },
+            Format::Xor => ValueEncoding::Xor,
+        });
         for s in &samples {
             c.push(s.t, s.v);
         }
@@ -238,8 +297,29 @@ impl Chunk {
 
     /// Iterates the samples without materialising them.
     pub fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter::new(self.enc, self.count, self.bits.bytes())
+        ChunkIter::new(
+            self.enc.into(),
+            self.count,
+            self.bits.bytes(),
+            Packed::default(),
+        )
     }
+}
+
+/// The sealed serialized chunk of `samples` (in time order, at most `u16::MAX`), with the
+/// tightest value coding: what closed chunks and blocks store.
+pub fn seal(samples: &[Sample]) -> Vec<u8> {
+    Chunk::from_samples(samples).sealed()
+}
+
+fn sealed_ints(exp: u8, ts: &[i64], ns: &[i64]) -> Vec<u8> {
+    let count = u16::try_from(ts.len()).unwrap_or(u16::MAX);
+    let n = usize::from(count);
+    let mut out = Vec::with_capacity(16 + n * 3);
+    out.extend([ENC_PACKED, exp]);
+    out.extend(count.to_le_bytes());
+    packed::encode(&ts[..n], &ns[..n], &mut out);
+    out
 }
 
 /// The coding for `values` preferring at least `from`'s exponent.
@@ -291,9 +371,10 @@ fn xor_write(w: &mut BitWriter, st: &mut State, x: u64) {
 /// A read-only view of a serialized chunk.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkRef<'a> {
-    enc: ValueEncoding,
+    fmt: Format,
     count: u16,
     bits: &'a [u8],
+    pk: Packed,
 }
 
 impl<'a> ChunkRef<'a> {
@@ -301,15 +382,24 @@ impl<'a> ChunkRef<'a> {
         if b.len() < HEADER {
             return Err(ChunkError::Malformed);
         }
-        let enc = match (b[0], b[1]) {
-            (ENC_INT, e) if e <= MAX_EXP => ValueEncoding::Int { exp: e },
-            (ENC_XOR, _) => ValueEncoding::Xor,
+        let count = u16::from_le_bytes([b[2], b[3]]);
+        let (fmt, bits, pk) = match (b[0], b[1]) {
+            (ENC_INT, e) if e <= MAX_EXP => {
+                (Format::Int { exp: e }, &b[HEADER..], Packed::default())
+            }
+            (ENC_XOR, _) => (Format::Xor, &b[HEADER..], Packed::default()),
+            (ENC_PACKED, e) if e <= MAX_EXP => {
+                let (pk, bits) =
+                    packed::decode_header(&b[HEADER..], count).ok_or(ChunkError::Malformed)?;
+                (Format::Packed { exp: e }, bits, pk)
+            }
             _ => return Err(ChunkError::Malformed),
         };
         Ok(ChunkRef {
-            enc,
-            count: u16::from_le_bytes([b[2], b[3]]),
-            bits: &b[HEADER..],
+            fmt,
+            count,
+            bits,
+            pk,
         })
     }
 
@@ -322,28 +412,30 @@ impl<'a> ChunkRef<'a> {
     }
 
     pub fn iter(&self) -> ChunkIter<'a> {
-        ChunkIter::new(self.enc, self.count, self.bits)
+        ChunkIter::new(self.fmt, self.count, self.bits, self.pk)
     }
 }
 
 /// Decodes a chunk sample by sample; stops early (yields fewer samples) on corrupt bytes.
 #[derive(Clone, Debug)]
 pub struct ChunkIter<'a> {
-    enc: ValueEncoding,
+    fmt: Format,
     r: BitReader<'a>,
     left: u16,
     read: u16,
     st: State,
+    pk: Packed,
 }
 
 impl<'a> ChunkIter<'a> {
-    fn new(enc: ValueEncoding, count: u16, bits: &'a [u8]) -> ChunkIter<'a> {
+    fn new(fmt: Format, count: u16, bits: &'a [u8], pk: Packed) -> ChunkIter<'a> {
         ChunkIter {
-            enc,
+            fmt,
             r: BitReader::new(bits),
             left: count,
             read: 0,
             st: State::default(),
+            pk,
         }
     }
 
@@ -353,10 +445,14 @@ impl<'a> ChunkIter<'a> {
         loop {
             // Past the first two samples an integer chunk is two delta-of-deltas per sample:
             // a dedicated loop without the per-sample dispatch of `decode`.
-            if let ValueEncoding::Int { exp } = self.enc
-                && self.read >= 2
-            {
-                return self.decode_ints_into(exp, mint, maxt, out);
+            match self.fmt {
+                Format::Int { exp } if self.read >= 2 => {
+                    return self.decode_ints_into(exp, mint, maxt, out);
+                }
+                Format::Packed { exp } if self.read >= 1 => {
+                    return self.decode_packed_into(exp, mint, maxt, out);
+                }
+                _ => {}
             }
             let Some(s) = self.next() else {
                 return;
@@ -400,6 +496,33 @@ impl<'a> ChunkIter<'a> {
         }
     }
 
+    /// [`ChunkIter::decode_into`] for a sealed integer chunk past its first sample.
+    fn decode_packed_into(&mut self, exp: u8, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+        let div = POW10[usize::from(exp)];
+        let pk = self.pk;
+        let st = &mut self.st;
+        let r = &mut self.r;
+        while self.left > 0 {
+            let Some((pt, pv)) = packed::read_pair(r, &pk) else {
+                self.left = 0;
+                return;
+            };
+            self.left -= 1;
+            self.read = self.read.saturating_add(1);
+            st.t = st.t.wrapping_add(pk.t.delta(pt));
+            st.n = st.n.wrapping_add(pk.v.delta(pv));
+            if st.t > maxt {
+                return;
+            }
+            if st.t >= mint {
+                out.push(Sample {
+                    t: st.t,
+                    v: st.n as f64 / div,
+                });
+            }
+        }
+    }
+
     /// The first sample at or after `t`, skipping earlier ones.
     pub fn seek(&mut self, t: i64) -> Option<Sample> {
         loop {
@@ -413,6 +536,22 @@ impl<'a> ChunkIter<'a> {
     fn decode(&mut self) -> Option<Sample> {
         let st = &mut self.st;
         let r = &mut self.r;
+        if let Format::Packed { exp } = self.fmt {
+            let pk = &self.pk;
+            if self.read == 0 {
+                st.t = pk.t0;
+                st.n = pk.n0;
+            } else {
+                let (pt, pv) = packed::read_pair(r, pk)?;
+                st.t = st.t.wrapping_add(pk.t.delta(pt));
+                st.n = st.n.wrapping_add(pk.v.delta(pv));
+            }
+            self.read = self.read.saturating_add(1);
+            return Some(Sample {
+                t: st.t,
+                v: st.n as f64 / POW10[usize::from(exp)],
+            });
+        }
         let t = match self.read {
             0 => r.bits(64)? as i64,
             1 => {
@@ -426,8 +565,8 @@ impl<'a> ChunkIter<'a> {
             }
         };
         st.t = t;
-        let v = match self.enc {
-            ValueEncoding::Int { exp } => {
+        let v = match self.fmt {
+            Format::Int { exp } | Format::Packed { exp } => {
                 let n = match self.read {
                     0 => r.bits(64)? as i64,
                     1 => {
@@ -443,7 +582,7 @@ impl<'a> ChunkIter<'a> {
                 st.n = n;
                 n as f64 / POW10[usize::from(exp)]
             }
-            ValueEncoding::Xor => {
+            Format::Xor => {
                 let x = if self.read == 0 {
                     r.bits(64)?
                 } else if !r.bit()? {

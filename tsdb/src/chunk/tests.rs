@@ -22,6 +22,38 @@ fn round_trip(samples: &[Sample]) {
     let back = Chunk::from_bytes(&bytes).unwrap();
     check(back.iter().collect());
     assert_eq!(back.to_bytes(), bytes);
+    // Sealed: from the appendable chunk and from the samples, the same bytes, read back the
+    // same way; made appendable again, it takes more samples.
+    let sealed = c.sealed();
+    assert_eq!(seal(samples), sealed);
+    assert!(
+        sealed.len() <= bytes.len(),
+        "{} vs {}",
+        sealed.len(),
+        bytes.len()
+    );
+    let view = ChunkRef::new(&sealed).unwrap();
+    assert_eq!(view.len(), samples.len());
+    check(view.iter().collect());
+    let mut all = Vec::new();
+    view.iter().decode_into(i64::MIN, i64::MAX, &mut all);
+    check(all);
+    if let Some(mid) = samples.get(samples.len() / 2) {
+        let mut it = view.iter();
+        assert_eq!(it.seek(mid.t).map(|s| s.t), Some(mid.t));
+        let mut part = Vec::new();
+        view.iter().decode_into(mid.t, mid.t, &mut part);
+        assert!(part.iter().all(|s| s.t == mid.t) && !part.is_empty());
+    }
+    let mut reopened = Chunk::from_bytes(&sealed).unwrap();
+    check(reopened.iter().collect());
+    assert_eq!(reopened.to_bytes(), bytes);
+    if let Some(last) = samples.last()
+        && last.t < i64::MAX
+    {
+        reopened.append(last.t + 1, 7.0);
+        assert_eq!(reopened.len(), samples.len() + 1);
+    }
 }
 
 fn value() -> impl Strategy<Value = f64> {
@@ -66,6 +98,54 @@ proptest! {
         }).collect();
         round_trip(&samples);
     }
+
+    /// Integers and short decimals mixed with non-integral floats, NaN, staleness markers and
+    /// ±Inf, with timestamps anywhere in i64 (extremes included) and irregular steps.
+    #[test]
+    fn mixed_values_and_extreme_times_round_trip(
+        start in prop_oneof![Just(i64::MIN), Just(i64::MAX - 130 * 1_000_000_000), any::<i64>()],
+        steps in proptest::collection::vec(prop_oneof![Just(15_000i64), 0i64..1_000_000_000, Just(i64::MAX / 200)], 0..130),
+        ints in proptest::collection::vec(prop_oneof![
+            (-9_000_000_000_000_000i64..9_000_000_000_000_000).prop_map(|i| i as f64),
+            (-1_000i64..1_000).prop_map(|i| i as f64 * 4096.0),
+            (-1_000_000i64..1_000_000).prop_map(|i| i as f64 / 1000.0),
+        ], 130),
+        odd in proptest::collection::vec((0usize..130, value()), 0..3),
+    ) {
+        let mut values = ints;
+        for (i, v) in odd {
+            values[i] = v;
+        }
+        let mut t = start;
+        let samples: Vec<Sample> = steps.iter().zip(&values).map(|(d, v)| {
+            t = t.saturating_add(*d);
+            Sample { t, v: *v }
+        }).collect::<Vec<_>>();
+        let mut dedup = samples.clone();
+        dedup.dedup_by_key(|s| s.t);
+        round_trip(&dedup);
+    }
+}
+
+#[test]
+fn sealed_chunks_pack_constant_steps_and_common_factors() {
+    // 15 s steps and page-sized gauges: no bits for the timestamps, 12 fewer per value.
+    let samples: Vec<Sample> = (0..120)
+        .map(|i| Sample {
+            t: 1_700_000_000_000 + i * 15_000,
+            v: ((i * 7919) % 1000) as f64 * 4096.0,
+        })
+        .collect();
+    let sealed = seal(&samples);
+    // The header and first sample, then 10 bits per further sample.
+    assert!(
+        sealed.len() <= 4 + 20 + 119 * 10 / 8 + 1,
+        "{}",
+        sealed.len()
+    );
+    assert!(sealed.len() * 2 < Chunk::from_samples(&samples).size());
+    let got: Vec<Sample> = ChunkRef::new(&sealed).unwrap().iter().collect();
+    assert_eq!(got, samples);
 }
 
 #[test]
@@ -165,10 +245,18 @@ fn corrupt_bytes_do_not_panic() {
             v: (i * i) as f64 * 0.37,
         })
         .collect();
-    let bytes = Chunk::from_samples(&samples).to_bytes();
-    for cut in 0..bytes.len() {
-        if let Ok(c) = ChunkRef::new(&bytes[..cut]) {
-            assert!(c.iter().count() <= 50);
+    let ints: Vec<Sample> = samples
+        .iter()
+        .map(|s| Sample {
+            t: s.t,
+            v: (s.t / 1000) as f64,
+        })
+        .collect();
+    for bytes in [Chunk::from_samples(&samples).to_bytes(), seal(&ints)] {
+        for cut in 0..bytes.len() {
+            if let Ok(c) = ChunkRef::new(&bytes[..cut]) {
+                assert!(c.iter().count() <= 50);
+            }
         }
     }
     assert!(ChunkRef::new(&[9, 0, 0, 0]).is_err());
@@ -215,7 +303,7 @@ fn bytes_per_sample() {
                 _ => ((next() % 10_000) as f64) / 10_000.0,
             };
             if c.is_full() {
-                bytes += c.size();
+                bytes += c.sealed().len();
                 c = Chunk::default();
                 xor_bytes += x.size();
                 x = Chunk::new(ValueEncoding::Xor);
@@ -223,7 +311,7 @@ fn bytes_per_sample() {
             c.append(t, v);
             x.append(t, v);
         }
-        bytes += c.size();
+        bytes += c.sealed().len();
         xor_bytes += x.size();
         let bps = bytes as f64 / n as f64;
         let xor = xor_bytes as f64 / n as f64;

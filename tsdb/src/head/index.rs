@@ -81,6 +81,11 @@ impl Symbols {
         self.ids.len()
     }
 
+    /// Every symbol's string by id (a freed id's is empty).
+    pub(crate) fn table(&self) -> &[Arc<str>] {
+        &self.strs
+    }
+
     /// The string of a symbol.
     pub(crate) fn str(&self, id: SymbolId) -> &Arc<str> {
         &self.strs[id as usize]

@@ -23,7 +23,7 @@ impl ClosedChunk {
         ClosedChunk {
             min_t: c.min_time(),
             max_t: c.max_time(),
-            data: store.put(c.to_bytes()),
+            data: store.put(c.sealed()),
         }
     }
 

@@ -1,22 +1,32 @@
 //! Checkpoints: the whole head (series with their ids and compressed chunks) in one CRC-checked
 //! file `checkpoint.<segment>`, meaning "the head as of the start of WAL segment <segment>".
-//! Restart loads it (chunks are copied, not re-encoded) and replays only the segments from
-//! <segment> on.
+//! Restart loads it (closed chunks are copied, not re-encoded) and replays only the segments
+//! from <segment> on.
+//!
+//! Layout (integers are varints): `SXTSCP02`, next series id, head bounds, a symbol table
+//! (the head's own, by symbol id: every distinct label name and value once, a freed id as an
+//! empty string), series count, per series its id, its labels as
+//! (name, value) symbol numbers, closed chunks (bounds as distances from the previous chunk's
+//! end, then the bytes or a chunk-file reference), last sample, the open chunk sealed ([`Chunk::sealed`]) and out-of-order
+//! samples; then the CRC-32 of everything before it. Label strings repeat across series (job,
+//! namespace, pod, metric names): written once they cost a few bytes per series, not hundreds.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::chunk::{Chunk, ChunkRef};
-use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId, Symbols};
+use crate::head::{ChunkData, ClosedChunk, DiskRef, Head, MemSeries, SeriesId};
+use crate::labels::Labels;
 use crate::storage::Sample;
 use crate::wal::record::{Reader, put_bytes, put_uvarint, put_varint};
 use crate::wal::sync_dir;
 
 use super::TsdbError;
 
-const MAGIC: &[u8; 8] = b"SXTSCP01";
+const MAGIC: &[u8; 8] = b"SXTSCP02";
 const PREFIX: &str = "checkpoint.";
 
 pub(crate) fn path(dir: &Path, segment: u64) -> PathBuf {
@@ -89,9 +99,17 @@ pub(crate) fn encode<W: Write>(head: &Head, w: W) -> std::io::Result<(u64, HashS
     let (min_t, max_t) = head.bounds();
     put_varint(&mut out, min_t);
     put_varint(&mut out, max_t);
+    let table = head.symbols().table();
+    put_uvarint(&mut out, table.len() as u64);
+    for sym in table {
+        put_bytes(&mut out, sym.as_bytes());
+        if out.len() >= FLUSH_AT {
+            sink.flush(&mut out)?;
+        }
+    }
     put_uvarint(&mut out, head.num_series() as u64);
     for (id, s) in head.iter_series() {
-        encode_series(&mut out, id, s, head.symbols(), &mut files);
+        encode_series(&mut out, id, s, &mut files);
         if out.len() >= FLUSH_AT {
             sink.flush(&mut out)?;
         }
@@ -104,24 +122,20 @@ pub(crate) fn encode<W: Write>(head: &Head, w: W) -> std::io::Result<(u64, HashS
     Ok((sink.len + out.len() as u64, files))
 }
 
-fn encode_series(
-    out: &mut Vec<u8>,
-    id: SeriesId,
-    s: &MemSeries,
-    symbols: &Symbols,
-    files: &mut HashSet<u32>,
-) {
+fn encode_series(out: &mut Vec<u8>, id: SeriesId, s: &MemSeries, files: &mut HashSet<u32>) {
     put_uvarint(out, u64::from(id));
-    // As `put_labels` writes a label set, from the interned ids.
     put_uvarint(out, s.labels.len() as u64);
     for (n, v) in s.labels.pairs() {
-        put_bytes(out, symbols.str(n).as_bytes());
-        put_bytes(out, symbols.str(v).as_bytes());
+        put_uvarint(out, u64::from(n));
+        put_uvarint(out, u64::from(v));
     }
     put_uvarint(out, s.closed.len() as u64);
+    let mut prev_max = 0i64;
     for c in &s.closed {
-        put_varint(out, c.min_t);
-        put_varint(out, c.max_t);
+        // Times relative to the previous chunk's end: a few bytes instead of eight.
+        put_varint(out, c.min_t.wrapping_sub(prev_max));
+        put_varint(out, c.max_t.wrapping_sub(c.min_t));
+        prev_max = c.max_t;
         match &c.data {
             ChunkData::Mem(b) => {
                 out.push(IN_MEMORY);
@@ -144,7 +158,7 @@ fn encode_series(
         }
         None => out.push(0),
     }
-    put_bytes(out, &s.open.to_bytes());
+    put_bytes(out, &s.open.sealed());
     put_uvarint(out, s.ooo.len() as u64);
     for p in &s.ooo {
         put_varint(out, p.t);
@@ -193,14 +207,29 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     let min_t = r.varint()?;
     let max_t = r.varint()?;
     let n = r.count()?;
+    let mut symbols: Vec<Arc<str>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        symbols.push(Arc::from(std::str::from_utf8(r.bytes()?).ok()?));
+    }
+    let sym = |r: &mut Reader<'_>| -> Option<Arc<str>> {
+        symbols.get(usize::try_from(r.uvarint()?).ok()?).cloned()
+    };
+    let n = r.count()?;
     for _ in 0..n {
         let id: SeriesId = r.id()?;
-        let labels = r.labels()?;
+        let nl = r.count()?;
+        let mut pairs = Vec::with_capacity(nl);
+        for _ in 0..nl {
+            pairs.push((sym(&mut r)?, sym(&mut r)?));
+        }
+        let labels = Labels::from_pairs(pairs);
         let mut s = MemSeries::default();
         let nc = r.count()?;
+        let mut prev_max = 0i64;
         for _ in 0..nc {
-            let min_t = r.varint()?;
-            let max_t = r.varint()?;
+            let min_t = prev_max.wrapping_add(r.varint()?);
+            let max_t = min_t.wrapping_add(r.varint()?);
+            prev_max = max_t;
             let data = match r.u8()? {
                 IN_MEMORY => {
                     let b = r.bytes()?;

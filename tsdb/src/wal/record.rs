@@ -63,6 +63,11 @@ impl<'a> Reader<'a> {
         self.b.is_empty()
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(self) -> &'a [u8] {
+        self.b
+    }
+
     pub(crate) fn u8(&mut self) -> Option<u8> {
         let (first, rest) = self.b.split_first()?;
         self.b = rest;

@@ -1,21 +1,33 @@
 //! The index file of a block: symbols, series (labels as symbol numbers, chunk references with
 //! their time bounds) and postings per label pair, CRC-checked.
 //!
-//! Layout (integers are varints): `SXTIDX01`, symbol count, symbols (sorted, length-prefixed),
-//! series count, per series its label pairs as (name, value) symbol numbers and its chunks as
-//! (min time, max time − min time, offset, length); posting-list count, per list (name,
-//! value, count, series numbers as deltas); then the CRC-32 of everything before it.
+//! Layout: `SXTIDX02`, then a deflate stream of the body, then the CRC-32 of everything before
+//! it. The body (integers are varints): symbol count, symbols (sorted, length-prefixed),
+//! series count, per series its label pairs as (name, value) symbol numbers and its chunks;
+//! posting-list count, per list (name, value, count, series numbers as deltas). A series'
+//! chunks are its count, then per chunk: its min time (the first chunk's as is, later ones
+//! as the distance from the previous chunk's max time), max time − min time, the offset's
+//! distance from the end of the previous chunk and its CRC (the first chunk's offset as is),
+//! and the length; chunks of a series are written back to back, so most of these are small.
 //! Prometheus's index (docs/format/index.md) has the same parts with fixed-width tables for
-//! memory-mapping; this one is read once at open, so varints keep it small.
+//! memory-mapping; this one is read once at open, so varints and deflate keep it small
+//! (container ids and pod names dominate the symbols and compress well).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
 use std::sync::Arc;
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
 
 use crate::head::{Index, SeriesId};
 use crate::labels::Labels;
 use crate::wal::record::{Reader, put_bytes, put_uvarint, put_varint};
 
-const MAGIC: &[u8; 8] = b"SXTIDX01";
+const MAGIC: &[u8; 8] = b"SXTIDX02";
+/// Bytes of a chunk's CRC-32, which follows it in the chunks file.
+const CRC_LEN: u64 = 4;
 
 /// Where a chunk of a block is and what time it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +64,7 @@ pub(crate) struct Decoded {
 }
 
 /// Serializes series sorted by labels (their position is their number in the postings).
-pub(crate) fn encode(series: &[BlockSeries]) -> Vec<u8> {
+pub(crate) fn encode(series: &[BlockSeries]) -> std::io::Result<Vec<u8>> {
     let mut symbols: BTreeSet<&str> = BTreeSet::new();
     for s in series {
         for l in s.labels.iter() {
@@ -67,7 +79,6 @@ pub(crate) fn encode(series: &[BlockSeries]) -> Vec<u8> {
         .collect();
     let num = |s: &str| number.get(s).copied().unwrap_or(0);
     let mut out = Vec::with_capacity(1 << 16);
-    out.extend_from_slice(MAGIC);
     put_uvarint(&mut out, symbols.len() as u64);
     for s in &symbols {
         put_bytes(&mut out, s.as_bytes());
@@ -83,11 +94,21 @@ pub(crate) fn encode(series: &[BlockSeries]) -> Vec<u8> {
             postings.entry((n, v)).or_default().push(i as u64);
         }
         put_uvarint(&mut out, s.chunks.len() as u64);
+        let mut prev: Option<&ChunkMeta> = None;
         for c in &s.chunks {
-            put_varint(&mut out, c.min_t);
+            match prev {
+                None => {
+                    put_varint(&mut out, c.min_t);
+                    put_uvarint(&mut out, c.off);
+                }
+                Some(p) => {
+                    put_varint(&mut out, c.min_t.wrapping_sub(p.max_t));
+                    put_varint(&mut out, c.off.wrapping_sub(end_of(p)) as i64);
+                }
+            }
             put_uvarint(&mut out, c.max_t.wrapping_sub(c.min_t) as u64);
-            put_uvarint(&mut out, c.off);
             put_uvarint(&mut out, u64::from(c.len));
+            prev = Some(c);
         }
     }
     put_uvarint(&mut out, postings.len() as u64);
@@ -101,9 +122,19 @@ pub(crate) fn encode(series: &[BlockSeries]) -> Vec<u8> {
             prev = *id;
         }
     }
-    let crc = crc32fast::hash(&out);
-    out.extend(crc.to_le_bytes());
-    out
+    let mut file = Vec::with_capacity(out.len() / 2 + 64);
+    file.extend_from_slice(MAGIC);
+    let mut z = DeflateEncoder::new(file, Compression::default());
+    z.write_all(&out)?;
+    let mut file = z.finish()?;
+    let crc = crc32fast::hash(&file);
+    file.extend(crc.to_le_bytes());
+    Ok(file)
+}
+
+/// Where the bytes after chunk `c` (and its CRC) start.
+fn end_of(c: &ChunkMeta) -> u64 {
+    c.off.wrapping_add(u64::from(c.len)).wrapping_add(CRC_LEN)
 }
 
 /// Reads an index file's bytes. `None` when the bytes are corrupt.
@@ -115,7 +146,11 @@ pub(crate) fn decode(data: &[u8]) -> Option<Decoded> {
     if crc32fast::hash(body).to_le_bytes() != crc {
         return None;
     }
-    let mut r = Reader::new(&body[MAGIC.len()..]);
+    let mut inflated = Vec::with_capacity(body.len() * 3);
+    DeflateDecoder::new(&body[MAGIC.len()..])
+        .read_to_end(&mut inflated)
+        .ok()?;
+    let mut r = Reader::new(&inflated);
     let n = r.count()?;
     let mut symbols: Vec<Arc<str>> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -137,11 +172,16 @@ pub(crate) fn decode(data: &[u8]) -> Option<Decoded> {
             pairs.push((num(&mut r)?, num(&mut r)?));
         }
         let nc = r.count()?;
-        let mut chunks = Vec::with_capacity(nc);
+        let mut chunks: Vec<ChunkMeta> = Vec::with_capacity(nc);
         for _ in 0..nc {
-            let min_t = r.varint()?;
+            let (min_t, off) = match chunks.last() {
+                None => (r.varint()?, r.uvarint()?),
+                Some(p) => (
+                    p.max_t.wrapping_add(r.varint()?),
+                    end_of(p).wrapping_add(r.varint()? as u64),
+                ),
+            };
             let max_t = min_t.wrapping_add(r.uvarint()? as i64);
-            let off = r.uvarint()?;
             let len = u32::try_from(r.uvarint()?).ok()?;
             chunks.push(ChunkMeta {
                 min_t,

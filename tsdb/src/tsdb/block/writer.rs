@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::index::{self, BlockSeries, ChunkMeta};
 use super::meta::{BlockMeta, BlockStats, Compaction};
 use super::{Block, CHUNKS_FILE, CHUNKS_MAGIC, INDEX_FILE, META_FILE, TMP_SUFFIX};
-use crate::chunk::{Chunk, SAMPLES_PER_CHUNK};
+use crate::chunk::{SAMPLES_PER_CHUNK, seal};
 use crate::labels::Labels;
 use crate::storage::Sample;
 use crate::tsdb::TsdbError;
@@ -60,7 +60,7 @@ impl BlockWriter {
         let path = self.tmp.join(CHUNKS_FILE);
         let mut metas = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK.into()));
         for part in samples.chunks(usize::from(SAMPLES_PER_CHUNK)) {
-            let bytes = Chunk::from_samples(part).to_bytes();
+            let bytes = seal(part);
             let len = u32::try_from(bytes.len())
                 .map_err(|_| TsdbError::io(&path)(std::io::Error::other("chunk too large")))?;
             self.chunks
@@ -111,8 +111,9 @@ impl BlockWriter {
         if compaction.sources.is_empty() {
             compaction.sources.push(self.id.clone());
         }
-        let index = index::encode(&self.series);
-        write_synced(&self.tmp.join(INDEX_FILE), &index)?;
+        let index_path = self.tmp.join(INDEX_FILE);
+        let index = index::encode(&self.series).map_err(TsdbError::io(&index_path))?;
+        write_synced(&index_path, &index)?;
         let meta = BlockMeta {
             ulid: self.id.clone(),
             min_time: min_t,
