@@ -229,30 +229,7 @@ fn collector_scrape_targets_reach_the_store_through_the_bus() {
     let up = query(&s, "up{job=\"node\"}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
     // The OpenMetrics pages' exemplars came through the bus too.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let (start, end) = ((now - 3600).to_string(), (now + 60).to_string());
-    let ex = get(
-        &s,
-        "/api/v1/query_exemplars",
-        &[("query", "jobs_total"), ("start", &start), ("end", &end)],
-    );
-    let ex = ex.as_array().unwrap();
-    assert_eq!(ex.len(), 1, "{ex:?}");
-    assert_eq!(ex[0]["seriesLabels"]["job"], "node", "{ex:?}");
-    let traces: Vec<&str> = ex[0]["exemplars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["labels"]["trace_id"].as_str().unwrap())
-        .collect();
-    assert!(
-        !traces.is_empty() && traces.iter().all(|t| t.starts_with('t')),
-        "{ex:?}"
-    );
-    assert_eq!(ex[0]["exemplars"][0]["value"], "0.5");
+    assert_exemplars_came_through(&s);
     assert_eq!(up[0]["metric"]["instance"], instance);
     let scraped = query(&s, "scrape_samples_scraped{job=\"node\"}");
     assert_eq!(scraped[0]["value"][1], "1", "{scraped:?}");
@@ -328,30 +305,7 @@ fn collector_scrape_over_kafka_loses_no_scrape_to_a_broker_outage() {
     let up = query(&s, "up{job=\"node\"}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
     // The OpenMetrics pages' exemplars came through the bus too.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let (start, end) = ((now - 3600).to_string(), (now + 60).to_string());
-    let ex = get(
-        &s,
-        "/api/v1/query_exemplars",
-        &[("query", "jobs_total"), ("start", &start), ("end", &end)],
-    );
-    let ex = ex.as_array().unwrap();
-    assert_eq!(ex.len(), 1, "{ex:?}");
-    assert_eq!(ex[0]["seriesLabels"]["job"], "node", "{ex:?}");
-    let traces: Vec<&str> = ex[0]["exemplars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["labels"]["trace_id"].as_str().unwrap())
-        .collect();
-    assert!(
-        !traces.is_empty() && traces.iter().all(|t| t.starts_with('t')),
-        "{ex:?}"
-    );
-    assert_eq!(ex[0]["exemplars"][0]["value"], "0.5");
+    assert_exemplars_came_through(&s);
 
     // While the broker is down the producer holds the scrape and the loop waits for it; once
     // the broker is back, scraping goes on: no value of the counter is missing.
@@ -370,4 +324,33 @@ fn collector_scrape_over_kafka_loses_no_scrape_to_a_broker_outage() {
         (first..first + values.len() as u64).collect::<Vec<_>>(),
         "a scrape was lost across the outage"
     );
+}
+
+/// The scraped OpenMetrics pages' one exemplar series (`jobs_total` of job `node`, trace ids
+/// starting with `t`, value 0.5) is queryable through `/api/v1/query_exemplars`.
+fn assert_exemplars_came_through(s: &Sextant) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = ((now - 3600).to_string(), (now + 60).to_string());
+    let ex = get(
+        s,
+        "/api/v1/query_exemplars",
+        &[("query", "jobs_total"), ("start", &start), ("end", &end)],
+    );
+    let ex = ex.as_array().unwrap();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0]["seriesLabels"]["job"], "node", "{ex:?}");
+    let traces: Vec<&str> = ex[0]["exemplars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !traces.is_empty() && traces.iter().all(|t| t.starts_with('t')),
+        "{ex:?}"
+    );
+    assert_eq!(ex[0]["exemplars"][0]["value"], "0.5");
 }

@@ -24,8 +24,8 @@ impl BitWriter {
             if self.free == 0 {
                 if self.buf.len() == self.buf.capacity() {
                     // Grow by a quarter, not double: an open chunk lives in memory for its
-                    // series' whole chunk span, so doubling would leave a third of the head's
-                    // chunk memory unused on average.
+                    // series' whole chunk span, and doubling can leave up to half of its
+                    // buffer unused.
                     self.buf.reserve_exact((self.buf.len() / 4).max(16));
                 }
                 self.buf.push(0);

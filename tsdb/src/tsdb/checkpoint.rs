@@ -63,8 +63,8 @@ const IN_MEMORY: u8 = 0;
 const ON_DISK: u8 = 1;
 
 /// Flushes an encoder's buffer to the file past this size: a checkpoint of a large head is
-/// streamed, never held whole in memory (it would be a third of the head's size, twice over
-/// while a growing buffer is copied).
+/// streamed, never held whole in memory (a growing buffer is also copied, so held twice,
+/// while it doubles).
 const FLUSH_AT: usize = 1 << 16;
 
 /// The checkpoint being written: CRC and size of what went to the file so far.
