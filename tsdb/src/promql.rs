@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod binary;
+mod direct;
 mod eval;
 mod functions;
 mod heap;
@@ -248,6 +249,18 @@ pub fn range_query_parsed(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    range_query_with(q, p, (start, end, step), opts, true)
+}
+
+/// [`range_query_parsed`], with the series-major evaluation of `promql/direct.rs` where it
+/// applies if `series_major` (tests turn it off to compare it with the step-wise path).
+fn range_query_with(
+    q: &dyn Queryable,
+    p: &ParsedQuery,
+    (start, end, step): (i64, i64, i64),
+    opts: &QueryOptions,
+    series_major: bool,
+) -> Result<QueryOutput, QueryError> {
     let expr = &p.expr;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
@@ -277,6 +290,13 @@ pub fn range_query_parsed(
         .with_invalid_utf8(p.invalid_utf8.clone());
     ev.step = step;
     ev.plan(expr, start, end);
+    if series_major && let Some(d) = ev.series_major(expr)? {
+        return Ok(QueryOutput {
+            value: Value::Matrix(direct::finish(d, start, step, opts.max_samples)?),
+            warnings: ev.warnings,
+            infos: ev.infos,
+        });
+    }
     let mut out = RangeOutput {
         steps: usize::try_from((end - start) / step + 1).unwrap_or(1),
         ..RangeOutput::default()

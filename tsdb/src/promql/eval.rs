@@ -90,18 +90,24 @@ impl Stored {
 impl Evaluator<'_> {
     /// Checks the deadline and cancellation flag inside long one-pass computations.
     pub(crate) fn check_deadline(&self) -> EvalResult<()> {
-        if let Some(c) = &self.opts.cancel
-            && c.load(Ordering::Relaxed)
-        {
-            return Err(QueryError::Canceled("expression evaluation"));
-        }
-        if let Some(d) = self.opts.deadline
-            && Instant::now() >= d
-        {
-            return Err(QueryError::Timeout("expression evaluation"));
-        }
-        Ok(())
+        check_deadline(self.opts)
     }
+}
+
+/// Fails once the query's deadline has passed or it was canceled (for work off the
+/// evaluator's thread, which holds only the options).
+pub(crate) fn check_deadline(opts: &QueryOptions) -> EvalResult<()> {
+    if let Some(c) = &opts.cancel
+        && c.load(Ordering::Relaxed)
+    {
+        return Err(QueryError::Canceled("expression evaluation"));
+    }
+    if let Some(d) = opts.deadline
+        && Instant::now() >= d
+    {
+        return Err(QueryError::Timeout("expression evaluation"));
+    }
+    Ok(())
 }
 
 pub(crate) type EvalResult<T> = Result<T, QueryError>;

@@ -13,7 +13,7 @@
 use promql_parser::parser::VectorSelector;
 
 use super::eval::{EvalResult, Evaluator, Sample, key, offset_ms};
-use crate::storage::is_stale_nan;
+use crate::storage::{Sample as Point, is_stale_nan};
 
 /// Samples one block of steps may hold (about 32 bytes each).
 const STEP_BUDGET: usize = 1 << 20;
@@ -61,7 +61,7 @@ pub(crate) struct Block {
     /// The series the node reads.
     pub(crate) series: usize,
     start: i64,
-    step: i64,
+    pub(crate) step: i64,
 }
 
 impl Block {
@@ -141,33 +141,55 @@ impl Evaluator<'_> {
                 if si % CHECK_EVERY == 0 {
                     ev.check_deadline()?;
                 }
-                let pts = &s.samples;
-                // Samples at or before the step's time; only moves forward.
-                let mut idx = pts.partition_point(|p| p.t <= block.time(0) - off);
-                for i in 0..block.len {
-                    let ts = block.time(i) - off;
-                    while idx < pts.len() && pts[idx].t <= ts {
-                        idx += 1;
-                    }
-                    if idx == 0 {
-                        continue;
-                    }
-                    let p = pts[idx - 1];
-                    if p.t <= ts - lookback || is_stale_nan(p.v) {
-                        continue;
-                    }
-                    sv.counts[i] += 1;
-                    sv.push(
-                        i,
-                        Sample {
-                            labels: s.labels.clone(),
-                            v: p.v,
-                            drop_name: false,
-                        },
-                    );
-                }
+                slide_selector(
+                    &s.samples,
+                    block.time(0) - off,
+                    block.step,
+                    block.len,
+                    lookback,
+                    |i, v| {
+                        sv.counts[i] += 1;
+                        sv.push(
+                            i,
+                            Sample {
+                                labels: s.labels.clone(),
+                                v,
+                                drop_name: false,
+                            },
+                        );
+                    },
+                );
             }
             Ok(sv)
         })
+    }
+}
+
+/// The value an instant selector takes at each of `n` steps `t0 + i * step` over one series'
+/// samples: the latest sample at or before the step, unless older than `lookback` or a
+/// staleness marker. Calls `emit(i, v)` for each step that has one. The read position only
+/// moves forward, so the work is proportional to samples + steps.
+pub(crate) fn slide_selector(
+    pts: &[Point],
+    t0: i64,
+    step: i64,
+    n: usize,
+    lookback: i64,
+    mut emit: impl FnMut(usize, f64),
+) {
+    let mut idx = pts.partition_point(|p| p.t <= t0);
+    for i in 0..n {
+        let ts = t0 + i as i64 * step;
+        while idx < pts.len() && pts[idx].t <= ts {
+            idx += 1;
+        }
+        if idx == 0 {
+            continue;
+        }
+        let p = pts[idx - 1];
+        if p.t <= ts - lookback || is_stale_nan(p.v) {
+            continue;
+        }
+        emit(i, p.v);
     }
 }
