@@ -140,7 +140,8 @@ pub(crate) fn write_int(w: &mut BitWriter, v: i64, width: &mut u32) {
     w.bits(z, *width);
 }
 
-#[inline]
+// Always inlined: two calls per sample in the integer chunks' decode loop.
+#[inline(always)]
 pub(crate) fn read_int(r: &mut BitReader<'_>, width: &mut u32) -> Option<i64> {
     // Fast path: the flag, a new width if any and the value from one 64-bit load (it holds at
     // least 57 bits), which covers every width up to 50.
