@@ -12,6 +12,7 @@ mod heap;
 mod literals;
 mod memo;
 mod steps;
+mod syntax;
 pub mod value;
 
 use std::collections::HashSet;
@@ -99,12 +100,29 @@ pub struct ParsedQuery {
     pub expr: Expr,
     /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
     invalid_utf8: Vec<(String, String)>,
+    /// The parse error Prometheus gives while experimental functions are off, if the query
+    /// calls one (see `syntax.rs`).
+    experimental: Option<String>,
+}
+
+impl ParsedQuery {
+    /// Refuses experimental functions unless `opts` enables them, as Prometheus's parser does.
+    fn check_enabled(&self, opts: &QueryOptions) -> Result<(), QueryError> {
+        match &self.experimental {
+            Some(msg) if !opts.experimental => Err(QueryError::BadData(msg.clone())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Parses a query; syntax errors are [`QueryError::BadData`].
 pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
+    let sites = syntax::call_sites(text);
+    let expr = syntax::parse(text, &sites).map_err(QueryError::BadData)?;
+    syntax::check_calls(text, &expr, &sites).map_err(QueryError::BadData)?;
     Ok(ParsedQuery {
-        expr: promql_parser::parser::parse(text).map_err(QueryError::BadData)?,
+        experimental: syntax::experimental_error(text, &expr, &sites),
+        expr,
         invalid_utf8: literals::invalid_utf8_literals(text),
     })
 }
@@ -194,6 +212,7 @@ pub fn instant_query_parsed(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    p.check_enabled(opts)?;
     let expr = &p.expr;
     let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS)
         .with_text(expr.to_string())
@@ -248,6 +267,7 @@ pub fn range_query_parsed(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    p.check_enabled(opts)?;
     let expr = &p.expr;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}
