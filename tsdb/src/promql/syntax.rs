@@ -285,7 +285,10 @@ mod tests {
         let e = parse_text(text).unwrap();
         assert_eq!(
             check_calls(text, &e, &call_sites(text)),
-            Err("1:9: parse error: expected label selectors only, got vector selector instead".into())
+            Err(
+                "1:9: parse error: expected label selectors only, got vector selector instead"
+                    .into()
+            )
         );
         let text = "info(m, rate(x[5m]) > 0)";
         let e = parse_text(text).unwrap();

@@ -283,7 +283,12 @@ impl InfoSet {
     }
 
     /// `base` with the data labels of the info series `matched`; `None` when it gains none.
-    fn enrich(&self, sel: &Selector, matched: &[usize], base: &Labels) -> Result<Option<Labels>, String> {
+    fn enrich(
+        &self,
+        sel: &Selector,
+        matched: &[usize],
+        base: &Labels,
+    ) -> Result<Option<Labels>, String> {
         let mut added: Vec<(&Arc<str>, &Arc<str>)> = Vec::new();
         for s in matched.iter().filter_map(|j| self.series.get(*j)) {
             for l in s.labels.iter() {
@@ -316,9 +321,9 @@ impl InfoSet {
 /// Go's `labels.Labels.String()`: `{__name__="a", b="c"}`.
 fn go_string(l: &Labels) -> String {
     let legacy = |n: &str| {
-        n.chars().enumerate().all(|(i, c)| {
-            c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-        })
+        n.chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
     };
     let parts: Vec<String> = l
         .iter()
@@ -391,7 +396,12 @@ impl Evaluator<'_> {
                 }
             }
         }
-        let infos = self.select_info(&sel, &ids, at.unwrap_or(grid.first) - off, at.unwrap_or(grid.last()) - off)?;
+        let infos = self.select_info(
+            &sel,
+            &ids,
+            at.unwrap_or(grid.first) - off,
+            at.unwrap_or(grid.last()) - off,
+        )?;
         let keep_unmatched = sel.keeps_unmatched();
         let lookback = self.opts.lookback_delta_ms;
         // Enriched label sets by (series address, matched info series): shared across steps.
