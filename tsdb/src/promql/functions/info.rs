@@ -23,13 +23,11 @@
 //! over its whole range at once. So does this: the first time a call is evaluated it computes
 //! every step of its grid (the query's steps, or a subquery's) and then hands them out.
 
-use std::collections::HashSet;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr, SubqueryExpr, VectorSelector};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::super::QueryError;
 use super::super::eval::{EvalResult, Evaluator, Sample, Val, exec_err, key, offset_ms};
@@ -241,47 +239,6 @@ impl InfoSet {
         InfoSet { metrics, series }
     }
 
-    /// The info series current at `t` by what they match on, with their sample's timestamp:
-    /// the newest sample within the lookback delta wins; equal timestamps are a conflict.
-    fn current(&self, t: i64, lookback: i64) -> Result<FxHashMap<Sig<'_>, (usize, i64)>, String> {
-        let mut out: FxHashMap<Sig<'_>, (usize, i64)> = FxHashMap::default();
-        for (j, s) in self.series.iter().enumerate() {
-            let idx = s.samples.partition_point(|p| p.t <= t);
-            let Some(p) = idx.checked_sub(1).and_then(|i| s.samples.get(i)) else {
-                continue;
-            };
-            if p.t <= t - lookback || is_stale_nan(p.v) {
-                continue;
-            }
-            match out.entry(sig_of(s.metric, &s.labels)) {
-                Entry::Vacant(e) => {
-                    e.insert((j, p.t));
-                }
-                Entry::Occupied(mut e) => {
-                    let (k, kt) = *e.get();
-                    if kt < p.t {
-                        e.insert((j, p.t));
-                    } else if kt == p.t {
-                        return Err(format!(
-                            "found duplicate series for info metric: existing {} @ {kt}, new {} @ {}",
-                            go_string(&self.series[k].labels),
-                            go_string(&s.labels),
-                            p.t
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The info series (one per info metric at most) that match `l` among `current`.
-    fn matching(&self, current: &FxHashMap<Sig<'_>, (usize, i64)>, l: &Labels) -> Vec<usize> {
-        (0..self.metrics.len())
-            .filter_map(|m| current.get(&sig_of(m, l)).map(|(j, _)| *j))
-            .collect()
-    }
-
     /// `base` with the data labels of the info series `matched`; `None` when it gains none.
     fn enrich(
         &self,
@@ -315,6 +272,106 @@ impl InfoSet {
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .chain(added.into_iter().map(|(n, v)| (n.clone(), v.clone()))),
         )))
+    }
+}
+
+/// Which info series is current, per match key, as the steps advance.
+#[derive(Debug)]
+struct InfoIndex<'a> {
+    set: &'a InfoSet,
+    /// A slot per distinct match key of the info series.
+    slots: FxHashMap<Sig<'a>, usize>,
+    /// Each series' slot.
+    slot_of: Vec<usize>,
+    /// Each series' samples at or before the last time asked for.
+    cursors: Vec<usize>,
+    last_t: i64,
+    /// Per slot, the current info series and its sample's timestamp.
+    current: Vec<Option<(usize, i64)>>,
+}
+
+impl<'a> InfoIndex<'a> {
+    fn new(set: &'a InfoSet) -> InfoIndex<'a> {
+        let mut slots: FxHashMap<Sig<'a>, usize> = FxHashMap::default();
+        let slot_of = set
+            .series
+            .iter()
+            .map(|s| {
+                let n = slots.len();
+                *slots.entry(sig_of(s.metric, &s.labels)).or_insert(n)
+            })
+            .collect();
+        InfoIndex {
+            current: vec![None; slots.len()],
+            slots,
+            slot_of,
+            cursors: vec![0; set.series.len()],
+            last_t: i64::MIN,
+            set,
+        }
+    }
+
+    /// Makes current the info series at `t`: per match key, the one with the newest sample
+    /// within the lookback delta; two with the same timestamp are a conflict.
+    fn advance(&mut self, t: i64, lookback: i64) -> Result<(), String> {
+        self.current.iter_mut().for_each(|c| *c = None);
+        let back = t < self.last_t;
+        self.last_t = t;
+        for (j, s) in self.set.series.iter().enumerate() {
+            let Some(cur) = self.cursors.get_mut(j) else {
+                continue;
+            };
+            if back {
+                *cur = s.samples.partition_point(|p| p.t <= t);
+            } else {
+                // Steps move forward: so does each series' position.
+                while s.samples.get(*cur).is_some_and(|p| p.t <= t) {
+                    *cur += 1;
+                }
+            }
+            let Some(p) = cur.checked_sub(1).and_then(|i| s.samples.get(i)) else {
+                continue;
+            };
+            if p.t <= t - lookback || is_stale_nan(p.v) {
+                continue;
+            }
+            let Some(slot) = self.slot_of.get(j).and_then(|k| self.current.get_mut(*k)) else {
+                continue;
+            };
+            match *slot {
+                None => *slot = Some((j, p.t)),
+                Some((_, kt)) if kt < p.t => *slot = Some((j, p.t)),
+                Some((k, kt)) if kt == p.t => {
+                    return Err(format!(
+                        "found duplicate series for info metric: existing {} @ {kt}, new {} @ {}",
+                        go_string(&self.set.series[k].labels),
+                        go_string(&s.labels),
+                        p.t
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The slots a series may match: one per info metric whose series have its identifying
+    /// labels.
+    fn slots_of(&self, l: &Labels) -> Vec<usize> {
+        (0..self.set.metrics.len())
+            .filter_map(|m| self.slots.get(&sig_of(m, l)).copied())
+            .collect()
+    }
+
+    /// The current info series of `slots` (a series' [`InfoIndex::slots_of`]), into `out`.
+    fn matching(&self, slots: &[usize], out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(
+            slots
+                .iter()
+                .filter_map(|k| self.current.get(*k).copied().flatten())
+                .map(|(j, _)| j),
+        );
     }
 }
 
@@ -382,7 +439,7 @@ impl Evaluator<'_> {
         // Whether each label set is an info series, by address: `bases` holds every set until
         // the end, so no address is reused meanwhile.
         let mut is_info: FxHashMap<usize, bool> = FxHashMap::default();
-        let mut ids: [HashSet<&str>; 2] = Default::default();
+        let mut ids: [FxHashSet<&str>; 2] = Default::default();
         for s in bases.iter().flatten() {
             let info = *is_info
                 .entry(Arc::as_ptr(&s.labels) as usize)
@@ -404,8 +461,12 @@ impl Evaluator<'_> {
         )?;
         let keep_unmatched = sel.keeps_unmatched();
         let lookback = self.opts.lookback_delta_ms;
-        // Enriched label sets by (series address, matched info series): shared across steps.
-        let mut memo: FxHashMap<(usize, Vec<usize>), Arc<Labels>> = FxHashMap::default();
+        let mut index = InfoIndex::new(&infos);
+        // Per label set (by address, as above): the slots it may match, and its enriched
+        // label sets by the info series matched (shared across steps).
+        type Enriched = Vec<(Vec<usize>, Arc<Labels>)>;
+        let mut per_set: FxHashMap<usize, (Vec<usize>, Enriched)> = FxHashMap::default();
+        let mut matched = Vec::new();
         let mut out = Vec::with_capacity(grid.len);
         for (i, base) in bases.iter().enumerate() {
             if base.is_empty() {
@@ -413,8 +474,8 @@ impl Evaluator<'_> {
                 continue;
             }
             self.check_deadline()?;
-            let current = infos
-                .current(at.unwrap_or(grid.time(i)) - off, lookback)
+            index
+                .advance(at.unwrap_or(grid.time(i)) - off, lookback)
                 .map_err(QueryError::Execution)?;
             let mut v = Vec::with_capacity(base.len());
             let mut enriched = false;
@@ -424,24 +485,28 @@ impl Evaluator<'_> {
                     v.push(s.clone());
                     continue;
                 }
-                let matched = infos.matching(&current, &s.labels);
+                let (slots, done) = per_set
+                    .entry(ptr)
+                    .or_insert_with(|| (index.slots_of(&s.labels), Vec::new()));
+                index.matching(slots, &mut matched);
                 if matched.is_empty() {
                     if keep_unmatched {
                         v.push(s.clone());
                     }
                     continue;
                 }
-                let labels = match memo.entry((ptr, matched)) {
-                    Entry::Occupied(e) => e.get().clone(),
-                    Entry::Vacant(e) => {
+                let labels = match done.iter().find(|(m, _)| *m == matched) {
+                    Some((_, l)) => l.clone(),
+                    None => {
                         let l = match infos
-                            .enrich(&sel, &e.key().1, &s.labels)
+                            .enrich(&sel, &matched, &s.labels)
                             .map_err(QueryError::Execution)?
                         {
                             Some(l) => Arc::new(l),
                             None => s.labels.clone(),
                         };
-                        e.insert(l).clone()
+                        done.push((matched.clone(), l.clone()));
+                        l
                     }
                 };
                 enriched |= !Arc::ptr_eq(&labels, &s.labels);
@@ -452,7 +517,7 @@ impl Evaluator<'_> {
                 });
             }
             if enriched {
-                let mut seen = HashSet::with_capacity(v.len());
+                let mut seen = FxHashSet::default();
                 if !v.iter().all(|s| seen.insert(&*s.labels)) {
                     return exec_err("vector cannot contain metrics with the same labelset");
                 }
@@ -467,15 +532,15 @@ impl Evaluator<'_> {
     fn select_info(
         &self,
         sel: &Selector,
-        ids: &[HashSet<&str>; 2],
+        ids: &[FxHashSet<&str>; 2],
         from: i64,
         to: i64,
     ) -> EvalResult<InfoSet> {
-        if ids.iter().all(HashSet::is_empty) {
+        if ids.iter().all(FxHashSet::is_empty) {
             return Ok(InfoSet::default());
         }
         let mut ms = Vec::new();
-        if ids.iter().map(HashSet::len).sum::<usize>() <= MAX_PUSHDOWN_VALUES {
+        if ids.iter().map(FxHashSet::len).sum::<usize>() <= MAX_PUSHDOWN_VALUES {
             for (vals, name) in ids.iter().zip(IDENTIFYING) {
                 if vals.is_empty() {
                     continue;

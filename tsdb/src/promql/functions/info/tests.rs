@@ -73,24 +73,37 @@ fn data_matchers_name_the_labels_to_copy() {
     assert!(s.copies("anything") && s.keeps_unmatched());
 }
 
+/// The info series `l` matches at `t` (after the index advanced through `ts` before).
+fn current_at(index: &mut InfoIndex, t: i64, l: &Labels) -> Result<Vec<usize>, String> {
+    index.advance(t, 300)?;
+    let mut out = Vec::new();
+    index.matching(&index.slots_of(l), &mut out);
+    Ok(out)
+}
+
 #[test]
 fn the_newest_info_sample_wins_and_equal_timestamps_conflict() {
     let old = [("__name__", "target_info"), ("job", "a"), ("v", "1")];
     let new = [("__name__", "target_info"), ("job", "a"), ("v", "2")];
+    let base = l(&[("__name__", "m"), ("job", "a")]);
     let s = set(&[(&old, &[(0, 1.0), (60, 1.0)]), (&new, &[(90, 1.0)])]);
-    let sig = sig_of(0, &s.series[0].labels);
-    assert_eq!(s.current(60, 300).unwrap().get(&sig), Some(&(0, 60)));
-    assert_eq!(s.current(100, 300).unwrap().get(&sig), Some(&(1, 90)));
+    let mut index = InfoIndex::new(&s);
+    assert_eq!(current_at(&mut index, 60, &base), Ok(vec![0]));
+    assert_eq!(current_at(&mut index, 100, &base), Ok(vec![1]));
     // Outside the lookback delta nothing is current.
-    assert!(s.current(500, 300).unwrap().is_empty());
+    assert_eq!(current_at(&mut index, 500, &base), Ok(vec![]));
+    // Times may also go back (off-grid evaluation).
+    assert_eq!(current_at(&mut index, 60, &base), Ok(vec![0]));
     let s = set(&[(&old, &[(0, 1.0)]), (&new, &[(0, 1.0)])]);
     assert_eq!(
-        s.current(10, 300).unwrap_err(),
+        current_at(&mut InfoIndex::new(&s), 10, &base).unwrap_err(),
         "found duplicate series for info metric: existing {__name__=\"target_info\", job=\"a\", v=\"1\"} @ 0, new {__name__=\"target_info\", job=\"a\", v=\"2\"} @ 0"
     );
     // A staleness marker ends a series.
     let s = set(&[(&old, &[(0, 1.0), (30, stale_nan())])]);
-    assert!(s.current(40, 300).unwrap().is_empty());
+    let mut index = InfoIndex::new(&s);
+    assert_eq!(current_at(&mut index, 10, &base), Ok(vec![0]));
+    assert_eq!(current_at(&mut index, 40, &base), Ok(vec![]));
 }
 
 #[test]
@@ -110,13 +123,13 @@ fn series_match_on_the_identifying_labels_each_has() {
             &[(0, 1.0)],
         ),
     ]);
-    let cur = s.current(0, 300).unwrap();
+    let mut index = InfoIndex::new(&s);
     let both = l(&[("instance", "i"), ("job", "a")]);
     let inst = l(&[("instance", "i")]);
-    // Metrics sort by name: custom_info is 0, target_info 1.
-    assert_eq!(s.matching(&cur, &both), [0]);
-    assert_eq!(s.matching(&cur, &inst), [1]);
-    assert!(s.matching(&cur, &l(&[("job", "a")])).is_empty());
+    // Series keep their order: target_info is 0, custom_info 1.
+    assert_eq!(current_at(&mut index, 0, &both), Ok(vec![0]));
+    assert_eq!(current_at(&mut index, 0, &inst), Ok(vec![1]));
+    assert_eq!(current_at(&mut index, 0, &l(&[("job", "a")])), Ok(vec![]));
 }
 
 #[test]
