@@ -6,13 +6,13 @@
 
 mod aggregate;
 mod binary;
+mod calls;
 mod eval;
 mod functions;
 mod heap;
 mod literals;
 mod memo;
 mod steps;
-mod syntax;
 pub mod value;
 
 use std::collections::HashSet;
@@ -101,7 +101,7 @@ pub struct ParsedQuery {
     /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
     invalid_utf8: Vec<(String, String)>,
     /// The parse error Prometheus gives while experimental functions are off, if the query
-    /// calls one (see `syntax.rs`).
+    /// calls one (see `calls.rs`).
     experimental: Option<String>,
 }
 
@@ -117,11 +117,11 @@ impl ParsedQuery {
 
 /// Parses a query; syntax errors are [`QueryError::BadData`].
 pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
-    let sites = syntax::call_sites(text);
-    let expr = syntax::parse(text, &sites).map_err(QueryError::BadData)?;
-    syntax::check_calls(text, &expr, &sites).map_err(QueryError::BadData)?;
+    let sites = calls::call_sites(text);
+    let expr = calls::parse(text, &sites).map_err(QueryError::BadData)?;
+    calls::check_calls(text, &expr, &sites).map_err(QueryError::BadData)?;
     Ok(ParsedQuery {
-        experimental: syntax::experimental_error(text, &expr, &sites),
+        experimental: calls::experimental_error(text, &expr, &sites),
         expr,
         invalid_utf8: literals::invalid_utf8_literals(text),
     })

@@ -148,7 +148,7 @@ impl Selector {
                     }
                 }
             }
-            // The parser refuses anything else (see `syntax.rs`).
+            // The parser refuses anything else (see `calls.rs`).
             Some(_) => return exec_err("expected label selectors only"),
         }
         Ok(Selector {
