@@ -117,12 +117,11 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Opt
     {
         return Some("native histograms");
     }
-    let Ok(expr) = promql_parser::parser::parse(&e.expr) else {
+    let Ok(parsed) = parse_query(&e.expr) else {
         return experimental_syntax(&e.expr);
     };
     let mut reason = None;
-    walk(&expr, &mut |x| match x {
-        Expr::Call(c) if c.func.name == "info" => reason = Some("experimental functions"),
+    walk(&parsed.expr, &mut |x| match x {
         Expr::VectorSelector(vs) if selects_histograms(vs, hist_series) => {
             reason = reason.or(Some("native histograms"));
         }
@@ -141,14 +140,11 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Opt
 }
 
 /// Why a query the parser rejects is out of scope: syntax of experimental features the
-/// `promql-parser` crate does not know (duration arithmetic, `anchored`/`smoothed`, `info`,
+/// `promql-parser` crate does not know (duration arithmetic, `anchored`/`smoothed`,
 /// native-histogram trim operators).
 fn experimental_syntax(q: &str) -> Option<&'static str> {
     if q.contains(">/") || q.contains("</") {
         return Some("native histograms");
-    }
-    if q.contains("info(") {
-        return Some("experimental functions");
     }
     if q.contains("anchored") || q.contains("smoothed") {
         return Some("experimental extended range selectors");

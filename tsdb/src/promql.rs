@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod binary;
+mod calls;
 mod direct;
 mod eval;
 mod functions;
@@ -100,12 +101,29 @@ pub struct ParsedQuery {
     pub expr: Expr,
     /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
     invalid_utf8: Vec<(String, String)>,
+    /// The parse error Prometheus gives while experimental functions are off, if the query
+    /// calls one (see `calls.rs`).
+    experimental: Option<String>,
+}
+
+impl ParsedQuery {
+    /// Refuses experimental functions unless `opts` enables them, as Prometheus's parser does.
+    fn check_enabled(&self, opts: &QueryOptions) -> Result<(), QueryError> {
+        match &self.experimental {
+            Some(msg) if !opts.experimental => Err(QueryError::BadData(msg.clone())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Parses a query; syntax errors are [`QueryError::BadData`].
 pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
+    let sites = calls::call_sites(text);
+    let expr = calls::parse(text, &sites).map_err(QueryError::BadData)?;
+    calls::check_calls(text, &expr, &sites).map_err(QueryError::BadData)?;
     Ok(ParsedQuery {
-        expr: promql_parser::parser::parse(text).map_err(QueryError::BadData)?,
+        experimental: calls::experimental_error(text, &expr, &sites),
+        expr,
         invalid_utf8: literals::invalid_utf8_literals(text),
     })
 }
@@ -195,6 +213,7 @@ pub fn instant_query_parsed(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
+    p.check_enabled(opts)?;
     let expr = &p.expr;
     let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS)
         .with_text(expr.to_string())
@@ -261,6 +280,7 @@ fn range_query_with(
     opts: &QueryOptions,
     series_major: bool,
 ) -> Result<QueryOutput, QueryError> {
+    p.check_enabled(opts)?;
     let expr = &p.expr;
     match expr.value_type() {
         ValueType::Scalar | ValueType::Vector => {}

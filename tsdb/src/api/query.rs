@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 
 use super::params::{MAX_TIME_MS, MIN_TIME_MS, Params, parse_duration, selector_matcher_sets};
@@ -239,8 +239,8 @@ where
 
 pub(super) async fn format(p: Params) -> Response {
     let started = Instant::now();
-    let r = parser::parse(p.get("query"))
-        .map(|e| ApiSuccess::data(json_string(&e.prettify())))
+    let r = promql::parse_query(p.get("query"))
+        .map(|q| ApiSuccess::data(json_string(&q.expr.prettify())))
         .map_err(|e| ApiError::invalid_param("query", e));
     respond("format_query", started, r)
 }
@@ -291,7 +291,9 @@ async fn exemplars_query(
             "end timestamp must not be before start timestamp",
         ));
     }
-    let expr = parser::parse(p.get("query")).map_err(ApiError::bad_data)?;
+    let expr = promql::parse_query(p.get("query"))
+        .map_err(|e| ApiError::bad_data(e.to_string()))?
+        .expr;
     let mut v = Selectors(Vec::new(), None);
     let _ = walk_expr(&mut v, &expr);
     if let Some(e) = v.1 {

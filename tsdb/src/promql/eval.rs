@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use super::functions::info::{Grid, InfoSteps};
 use super::{QueryError, QueryOptions};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{MatchOp, Matcher, Queryable, Sample as Point, SeriesSamples, is_stale_nan};
@@ -141,7 +142,7 @@ pub(crate) fn system_time_ms(t: &SystemTime) -> i64 {
 }
 
 pub(crate) struct Evaluator<'a> {
-    q: &'a dyn Queryable,
+    pub(crate) q: &'a dyn Queryable,
     pub(crate) opts: &'a QueryOptions,
     /// The query's start and end (for `@ start()`/`@ end()`) and its step.
     pub(crate) start: i64,
@@ -166,6 +167,13 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) step: i64,
     /// String literals Prometheus would read as invalid UTF-8: (decoded value, literal).
     invalid_utf8: Vec<(String, String)>,
+    /// While planning: the evaluation times of the subquery being planned (`None`: the
+    /// query's own steps).
+    plan_grid: Option<Grid>,
+    /// The evaluation times of each `info()` call, by node.
+    pub(crate) info_grids: HashMap<usize, Grid>,
+    /// `info()` results computed for all of a call's evaluation times at once, by node.
+    pub(crate) info_steps: HashMap<usize, InfoSteps>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -218,6 +226,9 @@ impl<'a> Evaluator<'a> {
             sort_warned: false,
             step: 0,
             invalid_utf8: Vec::new(),
+            plan_grid: None,
+            info_grids: HashMap::new(),
+            info_steps: HashMap::new(),
         }
     }
 
@@ -294,7 +305,14 @@ impl<'a> Evaluator<'a> {
                 };
                 let off = offset_ms(&sq.offset);
                 let range = duration_ms(&sq.range);
+                // The subquery's expression is evaluated at its steps in (lo - range, hi].
+                let outer = self.plan_grid.replace(Grid::subquery(
+                    lo - off - range,
+                    hi - off,
+                    self.subquery_step(sq),
+                ));
                 self.plan(&sq.expr, lo - off - range, hi - off);
+                self.plan_grid = outer;
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -308,6 +326,16 @@ impl<'a> Evaluator<'a> {
                 self.plan(&b.rhs, s, en);
             }
             Expr::Paren(p) => self.plan(&p.expr, s, en),
+            Expr::Call(c) if c.func.name == "info" => {
+                // Only the first argument is evaluated; the second is a label selector.
+                let grid = self
+                    .plan_grid
+                    .unwrap_or_else(|| Grid::range(self.start, self.end, self.step));
+                self.info_grids.insert(key(c), grid);
+                if let Some(a) = c.args.args.first() {
+                    self.plan(a, s, en);
+                }
+            }
             Expr::Call(c) => c.args.args.iter().for_each(|a| self.plan(a, s, en)),
             _ => {}
         }
@@ -500,20 +528,20 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// A subquery's step: its own, or the default evaluation interval.
+    fn subquery_step(&self, sq: &SubqueryExpr) -> i64 {
+        match &sq.step {
+            Some(s) if !s.is_zero() => duration_ms(s),
+            _ => self.interval.max(1),
+        }
+    }
+
     /// The range vector of a subquery at `t`.
     pub(crate) fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> EvalResult<Vec<Series>> {
         let ts = self.resolve_at(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
         let range = duration_ms(&sq.range);
-        let step = match &sq.step {
-            Some(s) if !s.is_zero() => duration_ms(s),
-            _ => self.interval.max(1),
-        };
-        let lo = ts - range;
-        // First multiple of step strictly after lo.
-        let mut first = lo.div_euclid(step) * step;
-        if first <= lo {
-            first += step;
-        }
+        let step = self.subquery_step(sq);
+        let first = Grid::subquery(ts - range, ts, step).first;
         let mut by_labels: BTreeMap<Arc<Labels>, (Vec<Point>, bool)> = BTreeMap::new();
         let mut it = first;
         let mut n = 0;

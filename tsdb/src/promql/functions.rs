@@ -1,8 +1,9 @@
 //! PromQL functions: dispatch by name, instant-vector math, labels, sorting, time and date.
 //! Range-vector functions live in `functions/range.rs`, classic histograms in
-//! `functions/histogram.rs`.
+//! `functions/histogram.rs`, `info()` in `functions/info.rs`.
 
 mod histogram;
+pub(crate) mod info;
 mod range;
 
 use promql_parser::parser::{Call, Expr};
@@ -302,6 +303,7 @@ impl Evaluator<'_> {
                 Ok(Val::Scalar(acc.unwrap_or(f64::NAN)))
             }
             "histogram_quantiles" => self.histogram_quantiles(&args, t),
+            "info" => self.info_call(c, &args, t),
             "pi" => Ok(Val::Scalar(std::f64::consts::PI)),
             "vector" => {
                 let f = self.eval_scalar(args[0], t)?;
