@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use super::syntax::{RangeModifier, selectors};
 use super::{QueryError, QueryOptions};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{MatchOp, Matcher, Queryable, Sample as Point, SeriesSamples, is_stale_nan};
@@ -160,9 +161,37 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) step: i64,
     /// String literals Prometheus would read as invalid UTF-8: (decoded value, literal).
     invalid_utf8: Vec<(String, String)>,
+    /// The `anchored`/`smoothed` selectors, by the address of their `VectorSelector`.
+    modifiers: HashMap<usize, RangeModifier>,
 }
 
 impl<'a> Evaluator<'a> {
+    /// Attaches the query's `anchored`/`smoothed` modifiers (by selector ordinal, see
+    /// `ParsedQuery`) to the selectors of `expr`, the AST this evaluator will walk.
+    pub(crate) fn with_modifiers(
+        mut self,
+        expr: &Expr,
+        by_ordinal: &[Option<RangeModifier>],
+    ) -> Evaluator<'a> {
+        if by_ordinal.is_empty() {
+            return self;
+        }
+        for ((vs, _), m) in selectors(expr).into_iter().zip(by_ordinal) {
+            if let Some(m) = m {
+                self.modifiers.insert(key(vs), *m);
+            }
+        }
+        self
+    }
+
+    /// The modifier of a selector of the AST being evaluated.
+    pub(crate) fn modifier(&self, vs: &VectorSelector) -> Option<RangeModifier> {
+        if self.modifiers.is_empty() {
+            return None;
+        }
+        self.modifiers.get(&key(vs)).copied()
+    }
+
     pub(crate) fn with_invalid_utf8(mut self, v: Vec<(String, String)>) -> Evaluator<'a> {
         self.invalid_utf8 = v;
         self
@@ -212,6 +241,7 @@ impl<'a> Evaluator<'a> {
             sort_warned: false,
             step: 0,
             invalid_utf8: Vec::new(),
+            modifiers: HashMap::new(),
         }
     }
 
@@ -313,12 +343,16 @@ impl<'a> Evaluator<'a> {
             None => (s, e),
         };
         let off = offset_ms(&vs.offset);
-        let back = if range > 0 {
-            range
-        } else {
-            self.opts.lookback_delta_ms
+        let lookback = self.opts.lookback_delta_ms;
+        // Anchored windows reach a lookback further back for the sample at their start;
+        // smoothed ones also a lookback forward, for the sample after their end.
+        let (back, ahead) = match (self.modifier(vs), range > 0) {
+            (None, true) => (range, 0),
+            (None, false) => (lookback, 0),
+            (Some(RangeModifier::Anchored), _) => (range + lookback, 0),
+            (Some(RangeModifier::Smoothed), _) => (range + lookback, lookback),
         };
-        let b = (lo - off - back + 1, hi - off);
+        let b = (lo - off - back + 1, hi - off + ahead);
         let entry = self.bounds.entry(key(vs)).or_insert(b);
         entry.0 = entry.0.min(b.0);
         entry.1 = entry.1.max(b.1);
@@ -402,6 +436,9 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         t: i64,
     ) -> EvalResult<Vec<Sample>> {
+        if self.modifier(vs) == Some(RangeModifier::Smoothed) {
+            return self.smoothed_selector(vs, t);
+        }
         if let Some(v) = self.stepped_selector(vs, t)? {
             return Ok(v);
         }
@@ -467,6 +504,9 @@ impl<'a> Evaluator<'a> {
         range: i64,
         t: i64,
     ) -> EvalResult<Vec<Series>> {
+        if let Some(m) = self.modifier(vs) {
+            return self.extended_matrix(vs, range, m, t);
+        }
         let ts = self.resolve_at(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let series = self.series_of(vs)?;
         let mut out = Vec::new();

@@ -35,7 +35,7 @@ impl Evaluator<'_> {
         let Expr::MatrixSelector(ms) = inner else {
             return Ok(None);
         };
-        if ms.vs.at.is_some() {
+        if ms.vs.at.is_some() || self.modifier(&ms.vs).is_some() {
             return Ok(None);
         }
         let range = duration_ms(&ms.range);
