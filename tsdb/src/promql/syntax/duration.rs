@@ -175,7 +175,7 @@ impl Node {
 
 /// Upstream's `durationLiteralOutOfRange`: seconds that overflow a `time.Duration`.
 pub(super) fn out_of_range(secs: f64) -> bool {
-    secs > 9_223_372_036.854_776 || secs < -9_223_372_036.854_776
+    !(-9_223_372_036.854_776..=9_223_372_036.854_776).contains(&secs)
 }
 
 /// A literal's value in seconds: a number (Go's `ParseInt(s, 0, 64)`, then `ParseFloat`) or
@@ -214,21 +214,24 @@ fn parse_number(text: &str) -> Option<f64> {
     lower.replace('_', "").parse::<f64>().ok()
 }
 
-/// Prometheus's `model.ParseDuration`, in seconds.
+/// Prometheus's `model.ParseDuration`, in seconds as Go's `Duration.Seconds()` gives them.
 fn parse_duration(text: &str) -> Result<f64, String> {
-    const UNITS: [(&str, f64); 7] = [
-        ("y", 365.0 * 86400.0),
-        ("w", 7.0 * 86400.0),
-        ("d", 86400.0),
-        ("h", 3600.0),
-        ("m", 60.0),
-        ("s", 1.0),
-        ("ms", 0.001),
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
     ];
     let bad = || format!("bad number or duration syntax: {text:?}");
+    if !lexes_as_duration(text) {
+        return Err(bad());
+    }
     let mut rest = text;
     let mut next_unit = 0;
-    let mut total = 0.0;
+    let mut total: u64 = 0;
     if rest.is_empty() {
         return Err(bad());
     }
@@ -237,7 +240,7 @@ fn parse_duration(text: &str) -> Result<f64, String> {
         if digits == 0 {
             return Err(bad());
         }
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
@@ -253,9 +256,37 @@ fn parse_duration(text: &str) -> Result<f64, String> {
             return Err(format!("not a valid duration string: {text:?}"));
         }
         next_unit = i + 1;
-        total += n * UNITS[i].1;
+        total = n
+            .checked_mul(UNITS[i].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration out of range: {text:?}"))?;
     }
-    Ok(total)
+    Ok((total / 1000) as f64 + ((total % 1000) * 1_000_000) as f64 / 1e9)
+}
+
+/// Whether Prometheus's lexer takes `text` for a duration: digits, a unit letter (`s`, `m`,
+/// `h`, `d`, `w`, `y`, then maybe an `s`), repeated (no `y` after the first).
+fn lexes_as_duration(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut first = true;
+    while i < b.len() {
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        i += digits;
+        let units: &[u8] = if first { b"smhdwy" } else { b"smhdw" };
+        if !b.get(i).is_some_and(|c| units.contains(c)) {
+            return false;
+        }
+        i += 1;
+        if b.get(i) == Some(&b's') {
+            i += 1;
+        }
+        first = false;
+    }
+    !first
 }
 
 /// The parser of one duration expression, reading tokens from the front end's lexer.
