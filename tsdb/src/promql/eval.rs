@@ -539,7 +539,8 @@ impl<'a> Evaluator<'a> {
         let ts = self.resolve_at(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
         let range = duration_ms(&sq.range);
         let step = match &sq.step {
-            Some(s) if !s.is_zero() => duration_ms(s),
+            // At least a millisecond (the front end refuses shorter steps).
+            Some(s) if !s.is_zero() => duration_ms(s).max(1),
             _ => self.interval.max(1),
         };
         let lo = ts - range;

@@ -103,6 +103,9 @@ impl SyntaxError {
     }
 }
 
+/// The error for a subquery step under a millisecond.
+const SUB_MS_STEP: &str = "subquery step must be at least 1ms";
+
 /// Aggregation operators: followed by `(`, `by` or `without` they are not metric names.
 const AGGREGATORS: &[&str] = &[
     "sum",
@@ -391,9 +394,18 @@ impl<'a> Scanner<'a> {
 
     /// The literal replacing a duration expression's text: its value, or the error upstream
     /// reports once the query parsed (with a valid stand-in until then).
-    fn evaluated(&mut self, node: &Node, allow_negative: bool) -> String {
+    /// A subquery step (`is_step`) must come to a millisecond at least: the engine's steps
+    /// are whole milliseconds (upstream divides by the truncated step, and fails).
+    fn evaluated(&mut self, node: &Node, allow_negative: bool, is_step: bool) -> String {
         self.out.uses_query_context |= node.uses_query_context();
         match node.millis(self.ctx.step_ms, self.ctx.range_ms, allow_negative) {
+            Ok(ms) if is_step && ms < 1 => {
+                let (s, e) = node.span();
+                self.out
+                    .deferred_error
+                    .get_or_insert(format!("{s}:{e}: {SUB_MS_STEP}"));
+                "1ms".into()
+            }
             Ok(ms) => format_ms(ms),
             Err(e) => {
                 self.out.deferred_error.get_or_insert(e);
@@ -413,7 +425,7 @@ impl<'a> Scanner<'a> {
             return Ok(());
         }
         self.experimental_duration(at)?;
-        let with = self.evaluated(&node, true);
+        let with = self.evaluated(&node, true, false);
         self.edits.push((begin, end, with));
         Ok(())
     }
@@ -457,11 +469,15 @@ impl<'a> Scanner<'a> {
                 ));
             }
         };
-        for (begin, end, node, at) in parts {
+        for (i, (begin, end, node, at)) in parts.into_iter().enumerate() {
+            let is_step = i == 1;
             match node {
                 Node::Lit { secs, start, .. } => {
                     if secs <= 0.0 {
                         return Err(parse_error(start, "duration must be greater than 0"));
+                    }
+                    if is_step && secs < 0.001 {
+                        return Err(parse_error(start, SUB_MS_STEP));
                     }
                     // A signed literal is standard PromQL, but `promql-parser` lacks it.
                     if self.src[begin..end].starts_with(['+', '-']) {
@@ -471,7 +487,7 @@ impl<'a> Scanner<'a> {
                 }
                 node => {
                     self.experimental_duration(at)?;
-                    let with = self.evaluated(&node, false);
+                    let with = self.evaluated(&node, false, is_step);
                     self.edits.push((begin, end, with));
                 }
             }

@@ -143,6 +143,11 @@ fn errors_are_upstreams() {
             "1:12: parse error: duration out of range",
         ),
         ("foo[2^2000]", "4:10: duration is NaN or infinite"),
+        (
+            "foo[1m:0.0005]",
+            "1:8: parse error: subquery step must be at least 1ms",
+        ),
+        ("foo[1m:1ms/2]", "7:12: subquery step must be at least 1ms"),
     ] {
         assert_eq!(err(q, c), want, "{q}");
     }
