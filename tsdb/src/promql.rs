@@ -44,7 +44,9 @@ pub struct QueryOptions {
     pub deadline: Option<Instant>,
     /// The query fails with [`QueryError::Canceled`] once this is set.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Experimental functions and syntax (Prometheus's `--enable-feature=promql-experimental-functions`).
+    /// Experimental functions and syntax (Prometheus's `--enable-feature=` flags
+    /// `promql-experimental-functions`, `promql-duration-expr` and
+    /// `promql-extended-range-selectors`).
     pub experimental: bool,
 }
 
