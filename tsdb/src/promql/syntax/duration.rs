@@ -264,6 +264,13 @@ fn parse_duration(text: &str) -> Result<f64, String> {
     Ok((total / 1000) as f64 + ((total % 1000) * 1_000_000) as f64 / 1e9)
 }
 
+/// Whether `word` is one of the duration expression keywords.
+fn is_keyword(word: &str) -> bool {
+    ["step", "range", "min_of", "max_of"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+}
+
 /// Whether Prometheus's lexer takes `text` for a duration: digits, a unit letter (`s`, `m`,
 /// `h`, `d`, `w`, `y`, then maybe an `s`), repeated (no `y` after the first).
 fn lexes_as_duration(text: &str) -> bool {
@@ -548,6 +555,9 @@ impl Parser<'_, '_> {
                     self.experimental(t.start);
                 }
                 Ok(self.apply_sign(t, inner))
+            }
+            Kind::Ident if !is_keyword(t.text(self.src)) => {
+                Err(self.unexpected(t, "offset", "number, duration, step(), or range()"))
             }
             Kind::Number | Kind::Ident => self.primary(),
             Kind::LParen => {
