@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use promql_parser::parser::{AtModifier, Expr};
 use tsdb::labels::Labels;
 use tsdb::promql::{
-    QueryError, QueryOptions, QueryOutput, Value, instant_query_parsed, parse_query,
+    ParseContext, QueryError, QueryOptions, QueryOutput, Value, instant_query_parsed, parse_query,
     range_query_parsed,
 };
 use tsdb::storage::{MemStorage, Queryable};
@@ -65,7 +65,7 @@ pub fn run_script(input: &str) -> FileReport {
                 st_series.extend(l.st_series.iter().cloned());
             }
             Command::Eval(e) => {
-                if let Some(reason) = skip_reason(&e, &hist_series, &st_series) {
+                if let Some(reason) = skip_reason(&e, &opts, &hist_series, &st_series) {
                     report.skipped += 1;
                     *report.skip_reasons.entry(reason).or_default() += 1;
                     continue;
@@ -110,14 +110,19 @@ fn load(store: &MemStorage, l: &LoadCmd, hist_series: &mut Vec<Labels>) {
 }
 
 /// Why an eval is skipped, if it is.
-fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Option<&'static str> {
+fn skip_reason(
+    e: &EvalCmd,
+    opts: &QueryOptions,
+    hist_series: &[Labels],
+    st_series: &[Labels],
+) -> Option<&'static str> {
     if e.expected
         .iter()
         .any(|(_, s)| s.values.contains(&SeqValue::Histogram))
     {
         return Some("native histograms");
     }
-    let Ok(parsed) = parse_query(&e.expr) else {
+    let Ok(parsed) = parse_query(&e.expr, &parse_context(e, opts)) else {
         return experimental_syntax(&e.expr);
     };
     let mut reason = None;
@@ -140,31 +145,21 @@ fn skip_reason(e: &EvalCmd, hist_series: &[Labels], st_series: &[Labels]) -> Opt
 }
 
 /// Why a query the parser rejects is out of scope: syntax of experimental features the
-/// `promql-parser` crate does not know (duration arithmetic, `anchored`/`smoothed`,
-/// native-histogram trim operators).
+/// engine does not know (native-histogram trim operators).
 fn experimental_syntax(q: &str) -> Option<&'static str> {
     if q.contains(">/") || q.contains("</") {
         return Some("native histograms");
     }
-    if q.contains("anchored") || q.contains("smoothed") {
-        return Some("experimental extended range selectors");
-    }
-    let lower = q.to_lowercase();
-    let in_brackets = q
-        .split('[')
-        .skip(1)
-        .filter_map(|s| s.split(']').next())
-        .any(|b| b.contains(['+', '-', '*', '/', '%', '^', '(']));
-    if in_brackets
-        || lower.contains("step()")
-        || lower.contains("range()")
-        || lower.contains("offset (")
-        || lower.contains("offset -(")
-        || lower.contains("@ (")
-    {
-        return Some("experimental duration expressions");
-    }
     None
+}
+
+/// The step and range an eval's duration expressions see (0 for instant evals).
+fn parse_context(e: &EvalCmd, opts: &QueryOptions) -> ParseContext {
+    if e.is_range {
+        ParseContext::range(e.start, e.end, e.step, opts)
+    } else {
+        ParseContext::instant(opts)
+    }
 }
 
 fn selects_histograms(vs: &promql_parser::parser::VectorSelector, hist_series: &[Labels]) -> bool {
@@ -277,7 +272,7 @@ fn at_modifier_cases(expr: &Expr, t: i64) -> Option<Vec<(Expr, i64)>> {
 }
 
 fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(), String> {
-    let parsed = match parse_query(&e.expr) {
+    let parsed = match parse_query(&e.expr, &parse_context(e, opts)) {
         Ok(x) => x,
         Err(err) => {
             return match &e.fail {
@@ -319,9 +314,10 @@ fn run_eval(store: &dyn Queryable, e: &EvalCmd, opts: &QueryOptions) -> Result<(
         if e.exclude_from_range || e.ordered {
             continue;
         }
-        if ["start()", "end()", "range()", "step()"]
-            .iter()
-            .any(|f| e.expr.contains(f))
+        if parsed.uses_query_context()
+            || ["start()", "end()", "range()", "step()"]
+                .iter()
+                .any(|f| e.expr.contains(f))
         {
             continue;
         }

@@ -1,4 +1,5 @@
-//! The PromQL engine: parses with `promql-parser` and evaluates against a [`Queryable`].
+//! The PromQL engine: parses with `promql-parser` (behind a front end for the experimental
+//! syntax it lacks, `syntax`) and evaluates against a [`Queryable`].
 //!
 //! Entry points are [`instant_query`] and [`range_query`]; both honour [`QueryOptions`] (lookback
 //! delta, sample limit, deadline, cancellation). Results are [`Value`]s, which the HTTP API
@@ -9,11 +10,13 @@ mod binary;
 mod calls;
 mod direct;
 mod eval;
+mod extended;
 mod functions;
 mod heap;
 mod literals;
 mod memo;
 mod steps;
+mod syntax;
 pub mod value;
 
 use std::collections::HashSet;
@@ -25,6 +28,7 @@ use promql_parser::parser::Expr;
 use promql_parser::parser::value::ValueType;
 use rustc_hash::FxHashMap;
 
+pub use syntax::RangeModifier;
 pub use value::{Value, VectorSample};
 
 use crate::labels::{Labels, METRIC_NAME};
@@ -42,7 +46,9 @@ pub struct QueryOptions {
     pub deadline: Option<Instant>,
     /// The query fails with [`QueryError::Canceled`] once this is set.
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Experimental functions and syntax (Prometheus's `--enable-feature=promql-experimental-functions`).
+    /// Experimental functions and syntax (Prometheus's `--enable-feature=` flags
+    /// `promql-experimental-functions`, `promql-duration-expr` and
+    /// `promql-extended-range-selectors`).
     pub experimental: bool,
 }
 
@@ -94,67 +100,180 @@ pub enum QueryError {
 /// Subquery step when none is given (Prometheus's default evaluation interval).
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
+/// What parsing a query depends on besides its text: duration expressions read the query's
+/// step and range (`step()`, `range()`), and experimental syntax must be enabled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseContext {
+    /// The range query's step; 0 for instant queries (as Prometheus has it).
+    pub step_ms: i64,
+    /// The range query's `end - start`; 0 for instant queries.
+    pub range_ms: i64,
+    /// [`QueryOptions::experimental`]: duration expressions and `anchored`/`smoothed`.
+    pub experimental: bool,
+}
+
+impl ParseContext {
+    /// The context of an instant query.
+    pub fn instant(opts: &QueryOptions) -> ParseContext {
+        ParseContext {
+            step_ms: 0,
+            range_ms: 0,
+            experimental: opts.experimental,
+        }
+    }
+
+    /// The context of a range query.
+    pub fn range(start: i64, end: i64, step: i64, opts: &QueryOptions) -> ParseContext {
+        ParseContext {
+            step_ms: step,
+            range_ms: end - start,
+            experimental: opts.experimental,
+        }
+    }
+}
+
 /// A parsed query: the `promql-parser` AST (which callers may rewrite, e.g. to add `@`
-/// modifiers) and what the AST cannot hold about the query text.
+/// modifiers, keeping its selectors) and what the AST cannot hold about the query text.
 #[derive(Clone, Debug)]
 pub struct ParsedQuery {
     pub expr: Expr,
     /// String literals whose Go decoding is invalid UTF-8 (see `literals.rs`).
     invalid_utf8: Vec<(String, String)>,
+    /// The `anchored`/`smoothed` modifier of each selector, by its ordinal in
+    /// `syntax::selectors` order; empty when the query has none.
+    modifiers: Vec<Option<RangeModifier>>,
+    /// `(step, range)` when duration expressions read them: the query is only valid for them.
+    context: Option<(i64, i64)>,
+    /// Whether the query uses experimental syntax.
+    experimental: bool,
     /// The parse error Prometheus gives while experimental functions are off, if the query
     /// calls one (see `calls.rs`).
-    experimental: Option<String>,
+    experimental_call: Option<String>,
 }
 
 impl ParsedQuery {
     /// Refuses experimental functions unless `opts` enables them, as Prometheus's parser does.
     fn check_enabled(&self, opts: &QueryOptions) -> Result<(), QueryError> {
-        match &self.experimental {
+        match &self.experimental_call {
             Some(msg) if !opts.experimental => Err(QueryError::BadData(msg.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the parse depended on the query's step or range (`step()`, `range()` in a
+    /// duration expression), so it only serves queries with the step and range it was
+    /// parsed for.
+    pub fn uses_query_context(&self) -> bool {
+        self.context.is_some()
+    }
+
+    /// The modifier of each selector by its ordinal among the query's selectors (pre-order,
+    /// children in written order); empty when the query has none.
+    pub fn modifiers(&self) -> &[Option<RangeModifier>] {
+        &self.modifiers
+    }
+
+    fn check_context(&self, step_ms: i64, range_ms: i64) -> Result<(), QueryError> {
+        match self.context {
+            Some(c) if c != (step_ms, range_ms) => Err(QueryError::BadData(
+                "the query's duration expressions were evaluated for another step or range".into(),
+            )),
             _ => Ok(()),
         }
     }
 }
 
 /// Parses a query; syntax errors are [`QueryError::BadData`].
-pub fn parse_query(text: &str) -> Result<ParsedQuery, QueryError> {
-    let sites = calls::call_sites(text);
-    let expr = calls::parse(text, &sites).map_err(QueryError::BadData)?;
-    calls::check_calls(text, &expr, &sites).map_err(QueryError::BadData)?;
+/// The syntax front end (`syntax`) first rewrites what `promql-parser` lacks; the call checks
+/// (`calls`) then run on the rewritten text.
+pub fn parse_query(text: &str, ctx: &ParseContext) -> Result<ParsedQuery, QueryError> {
+    let rw = syntax::rewrite(
+        text,
+        syntax::Context {
+            step_ms: ctx.step_ms,
+            range_ms: ctx.range_ms,
+            experimental: ctx.experimental,
+        },
+    )
+    .map_err(QueryError::BadData)?;
+    let rewritten = rw.text.as_deref().unwrap_or(text);
+    let sites = calls::call_sites(rewritten);
+    let expr = calls::parse(rewritten, &sites).map_err(QueryError::BadData)?;
+    if let Some(e) = rw.deferred_error {
+        return Err(QueryError::BadData(e));
+    }
+    calls::check_calls(rewritten, &expr, &sites).map_err(QueryError::BadData)?;
     Ok(ParsedQuery {
-        experimental: calls::experimental_error(text, &expr, &sites),
+        modifiers: syntax::bind(&expr, &rw).map_err(QueryError::BadData)?,
+        experimental_call: calls::experimental_error(rewritten, &expr, &sites),
         expr,
         invalid_utf8: literals::invalid_utf8_literals(text),
+        context: rw.uses_query_context.then_some((ctx.step_ms, ctx.range_ms)),
+        experimental: rw.experimental,
     })
+}
+
+/// A cached parse: one for every context, or one per `(step, range)` when duration
+/// expressions read them.
+enum Cached {
+    Fixed(Arc<ParsedQuery>),
+    PerContext(FxHashMap<(i64, i64), Arc<ParsedQuery>>),
 }
 
 /// Parsed queries by their text. Dashboards send the same few queries at every refresh, and
 /// parsing one (`promql-parser` also compiles its regexes) costs a tenth of evaluating a small
 /// query. Evaluation only reads the AST, so one parse serves concurrent queries.
-static PARSE_CACHE: LazyLock<Mutex<FxHashMap<String, Arc<ParsedQuery>>>> =
-    LazyLock::new(Default::default);
+static PARSE_CACHE: LazyLock<Mutex<FxHashMap<String, Cached>>> = LazyLock::new(Default::default);
 
 /// Queries kept in [`PARSE_CACHE`]; it is emptied when full (dashboards refill it quickly).
 const PARSE_CACHE_SIZE: usize = 512;
 
+/// Parses of one query text for different steps and ranges kept in [`PARSE_CACHE`].
+const PARSE_CACHE_CONTEXTS: usize = 16;
+
 /// Longest query text that is cached (longer ones are generated, rarely repeated).
 const PARSE_CACHE_MAX_LEN: usize = 4096;
 
-/// [`parse_query`] through [`PARSE_CACHE`]; errors are not cached.
-fn parse_cached(text: &str) -> Result<Arc<ParsedQuery>, QueryError> {
+/// [`parse_query`] through [`PARSE_CACHE`]; errors are not cached. The key is the text, and
+/// the step and range for the queries whose rewrite read them; a parse of experimental syntax
+/// serves only contexts that enable it (else the query is parsed again, for its error).
+fn parse_cached(text: &str, ctx: &ParseContext) -> Result<Arc<ParsedQuery>, QueryError> {
     if text.len() > PARSE_CACHE_MAX_LEN {
-        return parse_query(text).map(Arc::new);
+        return parse_query(text, ctx).map(Arc::new);
     }
     let cache = || PARSE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = cache().get(text) {
-        return Ok(p.clone());
+    let hit = match cache().get(text) {
+        Some(Cached::Fixed(p)) => Some(p.clone()),
+        Some(Cached::PerContext(m)) => m.get(&(ctx.step_ms, ctx.range_ms)).cloned(),
+        None => None,
+    };
+    if let Some(p) = hit {
+        if p.experimental && !ctx.experimental {
+            return parse_query(text, ctx).map(Arc::new);
+        }
+        return Ok(p);
     }
-    let p = Arc::new(parse_query(text)?);
+    let p = Arc::new(parse_query(text, ctx)?);
     let mut c = cache();
     if c.len() >= PARSE_CACHE_SIZE {
         c.clear();
     }
-    c.insert(text.to_owned(), p.clone());
+    match p.context {
+        None => {
+            c.insert(text.to_owned(), Cached::Fixed(p.clone()));
+        }
+        Some(k) => {
+            let e = c
+                .entry(text.to_owned())
+                .or_insert_with(|| Cached::PerContext(FxHashMap::default()));
+            if let Cached::PerContext(m) = e {
+                if m.len() >= PARSE_CACHE_CONTEXTS {
+                    m.clear();
+                }
+                m.insert(k, p.clone());
+            }
+        }
+    }
     Ok(p)
 }
 
@@ -165,7 +284,12 @@ pub fn instant_query(
     t: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    instant_query_parsed(q, &*parse_cached(expr)?, t, opts)
+    instant_query_parsed(
+        q,
+        &*parse_cached(expr, &ParseContext::instant(opts))?,
+        t,
+        opts,
+    )
 }
 
 /// Evaluates `expr` at every `step` from `start` to `end` inclusive (milliseconds); the result is
@@ -178,7 +302,24 @@ pub fn range_query(
     step: i64,
     opts: &QueryOptions,
 ) -> Result<QueryOutput, QueryError> {
-    range_query_parsed(q, &*parse_cached(expr)?, start, end, step, opts)
+    check_range(start, end, step)?;
+    let ctx = ParseContext::range(start, end, step, opts);
+    range_query_parsed(q, &*parse_cached(expr, &ctx)?, start, end, step, opts)
+}
+
+/// A range query's step and time range, checked as Prometheus's API does.
+fn check_range(start: i64, end: i64, step: i64) -> Result<(), QueryError> {
+    if step <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if end < start {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The labels Prometheus drops with the metric name: `__name__`, `__type__`, `__unit__`.
@@ -215,9 +356,11 @@ pub fn instant_query_parsed(
 ) -> Result<QueryOutput, QueryError> {
     p.check_enabled(opts)?;
     let expr = &p.expr;
+    p.check_context(0, 0)?;
     let mut ev = Evaluator::new(q, opts, t, t, DEFAULT_SUBQUERY_STEP_MS)
         .with_text(expr.to_string())
-        .with_invalid_utf8(p.invalid_utf8.clone());
+        .with_invalid_utf8(p.invalid_utf8.clone())
+        .with_modifiers(expr, &p.modifiers);
     ev.plan(expr, t, t);
     ev.check_done()?;
     let value = match ev.eval(expr, t)? {
@@ -295,19 +438,12 @@ fn range_query_with(
             ));
         }
     }
-    if step <= 0 {
-        return Err(QueryError::BadData(
-            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
-    }
-    if end < start {
-        return Err(QueryError::BadData(
-            "end timestamp must not be before start time".into(),
-        ));
-    }
+    check_range(start, end, step)?;
+    p.check_context(step, end - start)?;
     let mut ev = Evaluator::new(q, opts, start, end, DEFAULT_SUBQUERY_STEP_MS)
         .with_text(expr.to_string())
-        .with_invalid_utf8(p.invalid_utf8.clone());
+        .with_invalid_utf8(p.invalid_utf8.clone())
+        .with_modifiers(expr, &p.modifiers);
     ev.step = step;
     ev.plan(expr, start, end);
     if series_major && let Some(d) = ev.series_major(expr)? {

@@ -21,7 +21,8 @@ pub struct ApiConfig {
     /// How far back an instant selector looks; a request's `lookback_delta` overrides it.
     #[serde(with = "humantime_serde")]
     pub lookback_delta: Duration,
-    /// Experimental PromQL functions (Prometheus's `promql-experimental-functions`).
+    /// Experimental PromQL functions and syntax (Prometheus's `promql-experimental-functions`,
+    /// `promql-duration-expr` and `promql-extended-range-selectors`).
     pub experimental_functions: bool,
     /// `/api/v1/admin/*` (delete_series); off as in Prometheus.
     pub enable_admin_api: bool,

@@ -237,9 +237,19 @@ where
     }
 }
 
+/// The parse context of endpoints that parse but do not evaluate.
+const ANY_SYNTAX: promql::ParseContext = promql::ParseContext {
+    step_ms: 0,
+    range_ms: 0,
+    experimental: true,
+};
+
 pub(super) async fn format(p: Params) -> Response {
     let started = Instant::now();
-    let r = promql::parse_query(p.get("query"))
+    // Formatting and selector extraction accept every syntax the engine knows, whether or not
+    // it is enabled for evaluation (duration expressions are printed evaluated, `step()` and
+    // `range()` as 0).
+    let r = promql::parse_query(p.get("query"), &ANY_SYNTAX)
         .map(|q| ApiSuccess::data(json_string(&q.expr.prettify())))
         .map_err(|e| ApiError::invalid_param("query", e));
     respond("format_query", started, r)
@@ -291,7 +301,7 @@ async fn exemplars_query(
             "end timestamp must not be before start timestamp",
         ));
     }
-    let expr = promql::parse_query(p.get("query"))
+    let expr = promql::parse_query(p.get("query"), &ANY_SYNTAX)
         .map_err(|e| ApiError::bad_data(e.to_string()))?
         .expr;
     let mut v = Selectors(Vec::new(), None);

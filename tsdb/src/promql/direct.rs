@@ -62,7 +62,7 @@ impl Evaluator<'_> {
             e = &p.expr;
         }
         match e {
-            Expr::VectorSelector(vs) if vs.at.is_none() => {
+            Expr::VectorSelector(vs) if vs.at.is_none() && self.modifier(vs).is_none() => {
                 let t0 = self.start - offset_ms(&vs.offset);
                 let lookback = self.opts.lookback_delta_ms;
                 let steps = self.range_steps();
@@ -178,7 +178,7 @@ pub(crate) fn finish(
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{QueryOptions, parse_query, range_query_with};
+    use super::super::{ParseContext, QueryOptions, parse_query, range_query_with};
     use crate::labels::Labels;
     use crate::storage::{MemStorage, stale_nan};
 
@@ -242,7 +242,7 @@ mod tests {
             let opts = QueryOptions { max_samples, ..QueryOptions::default() };
             let range = (start * 1000, (start + steps * step) * 1000, step * 1000);
             for q in QUERIES {
-                let p = parse_query(q).unwrap();
+                let p = parse_query(q, &ParseContext::range(range.0, range.1, range.2, &opts)).unwrap();
                 let direct = range_query_with(&store, &p, range, &opts, true);
                 let stepwise = range_query_with(&store, &p, range, &opts, false);
                 match (direct, stepwise) {

@@ -12,6 +12,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 use super::functions::info::{Grid, InfoSteps};
+use super::syntax::{RangeModifier, selectors};
 use super::{QueryError, QueryOptions};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{MatchOp, Matcher, Queryable, Sample as Point, SeriesSamples, is_stale_nan};
@@ -174,9 +175,37 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) info_grids: HashMap<usize, Grid>,
     /// `info()` results computed for all of a call's evaluation times at once, by node.
     pub(crate) info_steps: HashMap<usize, InfoSteps>,
+    /// The `anchored`/`smoothed` selectors, by the address of their `VectorSelector`.
+    modifiers: HashMap<usize, RangeModifier>,
 }
 
 impl<'a> Evaluator<'a> {
+    /// Attaches the query's `anchored`/`smoothed` modifiers (by selector ordinal, see
+    /// `ParsedQuery`) to the selectors of `expr`, the AST this evaluator will walk.
+    pub(crate) fn with_modifiers(
+        mut self,
+        expr: &Expr,
+        by_ordinal: &[Option<RangeModifier>],
+    ) -> Evaluator<'a> {
+        if by_ordinal.is_empty() {
+            return self;
+        }
+        for ((vs, _), m) in selectors(expr).into_iter().zip(by_ordinal) {
+            if let Some(m) = m {
+                self.modifiers.insert(key(vs), *m);
+            }
+        }
+        self
+    }
+
+    /// The modifier of a selector of the AST being evaluated.
+    pub(crate) fn modifier(&self, vs: &VectorSelector) -> Option<RangeModifier> {
+        if self.modifiers.is_empty() {
+            return None;
+        }
+        self.modifiers.get(&key(vs)).copied()
+    }
+
     pub(crate) fn with_invalid_utf8(mut self, v: Vec<(String, String)>) -> Evaluator<'a> {
         self.invalid_utf8 = v;
         self
@@ -229,6 +258,7 @@ impl<'a> Evaluator<'a> {
             plan_grid: None,
             info_grids: HashMap::new(),
             info_steps: HashMap::new(),
+            modifiers: HashMap::new(),
         }
     }
 
@@ -347,12 +377,16 @@ impl<'a> Evaluator<'a> {
             None => (s, e),
         };
         let off = offset_ms(&vs.offset);
-        let back = if range > 0 {
-            range
-        } else {
-            self.opts.lookback_delta_ms
+        let lookback = self.opts.lookback_delta_ms;
+        // Anchored windows reach a lookback further back for the sample at their start;
+        // smoothed ones also a lookback forward, for the sample after their end.
+        let (back, ahead) = match (self.modifier(vs), range > 0) {
+            (None, true) => (range, 0),
+            (None, false) => (lookback, 0),
+            (Some(RangeModifier::Anchored), _) => (range + lookback, 0),
+            (Some(RangeModifier::Smoothed), _) => (range + lookback, lookback),
         };
-        let b = (lo - off - back + 1, hi - off);
+        let b = (lo - off - back + 1, hi - off + ahead);
         let entry = self.bounds.entry(key(vs)).or_insert(b);
         entry.0 = entry.0.min(b.0);
         entry.1 = entry.1.max(b.1);
@@ -436,6 +470,9 @@ impl<'a> Evaluator<'a> {
         vs: &VectorSelector,
         t: i64,
     ) -> EvalResult<Vec<Sample>> {
+        if self.modifier(vs) == Some(RangeModifier::Smoothed) {
+            return self.smoothed_selector(vs, t);
+        }
         if let Some(v) = self.stepped_selector(vs, t)? {
             return Ok(v);
         }
@@ -501,6 +538,9 @@ impl<'a> Evaluator<'a> {
         range: i64,
         t: i64,
     ) -> EvalResult<Vec<Series>> {
+        if let Some(m) = self.modifier(vs) {
+            return self.extended_matrix(vs, range, m, t);
+        }
         let ts = self.resolve_at(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let series = self.series_of(vs)?;
         let mut out = Vec::new();
@@ -531,7 +571,8 @@ impl<'a> Evaluator<'a> {
     /// A subquery's step: its own, or the default evaluation interval.
     fn subquery_step(&self, sq: &SubqueryExpr) -> i64 {
         match &sq.step {
-            Some(s) if !s.is_zero() => duration_ms(s),
+            // At least a millisecond (the front end refuses shorter steps).
+            Some(s) if !s.is_zero() => duration_ms(s).max(1),
             _ => self.interval.max(1),
         }
     }

@@ -277,6 +277,7 @@ impl Evaluator<'_> {
                 "function {name:?} is not enabled"
             )));
         }
+        self.check_modified_args(name, &args)?;
         if let Some(v) = self.range_function(name, &args, t)? {
             return Ok(v);
         }

@@ -127,7 +127,7 @@ impl Evaluator<'_> {
         vs: &VectorSelector,
         t: i64,
     ) -> EvalResult<Option<Vec<Sample>>> {
-        if vs.at.is_some() || self.step_index(t).is_none() {
+        if vs.at.is_some() || self.step_index(t).is_none() || self.modifier(vs).is_some() {
             return Ok(None);
         }
         // Tagged: a node's address may equal that of the node around it.

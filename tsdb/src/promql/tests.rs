@@ -195,11 +195,143 @@ fn date_functions_truncate_toward_zero() {
 #[test]
 fn a_repeated_query_is_parsed_once_and_errors_are_not_kept() {
     let text = "sum by (job) (rate(parse_cache_test_total{job=~\"a|b\"}[5m]))";
-    let a = parse_cached(text).unwrap();
-    let b = parse_cached(text).unwrap();
+    let ctx = ParseContext::default();
+    let a = parse_cached(text, &ctx).unwrap();
+    let b = parse_cached(text, &ctx).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    assert!(parse_cached("sum(").is_err());
+    assert!(parse_cached("sum(", &ctx).is_err());
     assert!(!PARSE_CACHE.lock().unwrap().contains_key("sum("));
+}
+
+fn experimental() -> QueryOptions {
+    QueryOptions {
+        experimental: true,
+        ..QueryOptions::default()
+    }
+}
+
+#[test]
+fn parses_reading_the_step_are_cached_per_step_and_stay_gated() {
+    let on = experimental();
+    let text = "count_over_time(parse_cache_ctx_test[step()])";
+    let a = parse_cached(text, &ParseContext::range(0, 60_000, 10_000, &on)).unwrap();
+    let b = parse_cached(text, &ParseContext::range(0, 60_000, 20_000, &on)).unwrap();
+    assert_eq!(
+        a.expr.to_string(),
+        "count_over_time(parse_cache_ctx_test[10s])"
+    );
+    assert_eq!(
+        b.expr.to_string(),
+        "count_over_time(parse_cache_ctx_test[20s])"
+    );
+    let again = parse_cached(text, &ParseContext::range(0, 60_000, 10_000, &on)).unwrap();
+    assert!(Arc::ptr_eq(&a, &again));
+    assert!(a.uses_query_context());
+    // A parse for one step does not serve another.
+    let s = MemStorage::new();
+    let e = range_query_parsed(&s, &a, 0, 60_000, 20_000, &on).unwrap_err();
+    assert!(matches!(e, QueryError::BadData(_)), "{e}");
+    // Without the feature flag the cached parse is not handed out.
+    let off = ParseContext::range(0, 60_000, 10_000, &QueryOptions::default());
+    let e = parse_cached(text, &off).unwrap_err().to_string();
+    assert!(
+        e.contains("1:38: parse error: experimental duration expression is not enabled"),
+        "{e}"
+    );
+    let e = range_query(&s, text, 0, 60_000, 10_000, &QueryOptions::default()).unwrap_err();
+    assert!(matches!(e, QueryError::BadData(_)), "{e}");
+}
+
+/// `metric` 0, 1, 2, … every 10 s.
+fn counter_store() -> MemStorage {
+    let s = MemStorage::new();
+    let l = Labels::from_pairs([("__name__", "metric")]);
+    for i in 0..=30 {
+        s.insert(&l, i * 10_000, i as f64);
+    }
+    s
+}
+
+#[test]
+fn smoothed_selectors_interpolate_in_instant_and_range_queries() {
+    let s = counter_store();
+    let on = experimental();
+    let v = vector(instant_query(&s, "metric smoothed", 15_000, &on).unwrap());
+    assert_eq!(v, vec![("metric{}".to_string(), 1.5)]);
+    let v = vector(instant_query(&s, "metric offset -100 smoothed", 15_000, &on).unwrap());
+    assert_eq!(v, vec![("metric{}".to_string(), 11.5)]);
+    // Past the last sample the value is carried forward (within the lookback delta).
+    let v = vector(instant_query(&s, "metric smoothed", 305_000, &on).unwrap());
+    assert_eq!(v, vec![("metric{}".to_string(), 30.0)]);
+    let out = range_query(&s, "metric smoothed", 0, 60_000, 15_000, &on).unwrap();
+    let Value::Matrix(m) = out.value else {
+        panic!("not a matrix")
+    };
+    let got: Vec<f64> = m[0].samples.iter().map(|p| p.v).collect();
+    assert_eq!(got, vec![0.0, 1.5, 3.0, 4.5, 6.0]);
+}
+
+#[test]
+fn anchored_and_smoothed_windows_feed_rate_functions() {
+    let s = counter_store();
+    let on = experimental();
+    let one = |q: &str, t: i64| {
+        let v = vector(instant_query(&s, q, t, &on).unwrap());
+        assert_eq!(v.len(), 1, "{q}: {v:?}");
+        v[0].1
+    };
+    // Window (35s, 95s]: the anchor is the sample at 30 s, the last at 90 s.
+    assert_eq!(one("increase(metric[1m] anchored)", 95_000), 6.0);
+    // Smoothed: 3.5 at 35 s to 9.5 at 95 s, per second over 60 s.
+    assert!((one("rate(metric[1m] smoothed)", 95_000) - 0.1).abs() < 1e-12);
+    assert_eq!(one("changes(metric[1m] anchored)", 95_000), 6.0);
+    // A range query gives each step's instant value.
+    let out = range_query(
+        &s,
+        "increase(metric[1m] anchored)",
+        95_000,
+        155_000,
+        30_000,
+        &on,
+    )
+    .unwrap();
+    let Value::Matrix(m) = out.value else {
+        panic!("not a matrix")
+    };
+    let got: Vec<f64> = m[0].samples.iter().map(|p| p.v).collect();
+    assert_eq!(got, vec![6.0, 6.0, 6.0]);
+    // Functions that do not accept the modifier fail as upstream's do.
+    let e = instant_query(&s, "max_over_time(metric[1m] anchored)", 95_000, &on).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with max_over_time"
+    );
+    // Without the feature flag the keyword is refused.
+    let e = instant_query(
+        &s,
+        "rate(metric[1m] smoothed)",
+        95_000,
+        &QueryOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "1:6: parse error: smoothed modifier is experimental and not enabled"
+    );
+}
+
+#[test]
+fn an_anchored_range_selector_alone_has_its_edge_values() {
+    let s = counter_store();
+    let out = instant_query(&s, "metric[20s] anchored", 95_000, &experimental()).unwrap();
+    let Value::Matrix(m) = out.value else {
+        panic!("not a matrix")
+    };
+    let got: Vec<(i64, f64)> = m[0].samples.iter().map(|p| (p.t, p.v)).collect();
+    assert_eq!(
+        got,
+        vec![(75_000, 7.0), (80_000, 8.0), (90_000, 9.0), (95_000, 9.0)]
+    );
 }
 
 #[test]

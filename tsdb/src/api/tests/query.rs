@@ -142,3 +142,47 @@ async fn the_sample_limit_fails_one_query_only() {
     let d = call(&app, get("/api/v1/query?query=m&time=4")).await.data();
     assert_eq!(d["result"][0]["value"], serde_json::json!([4, "4"]));
 }
+
+#[tokio::test]
+async fn experimental_syntax_follows_the_feature_flag() {
+    // Off (the default): Prometheus's parse error, as bad_data.
+    let app = seeded().await;
+    let m = call(
+        &app,
+        get("/api/v1/query_range?query=count_over_time(up[step()])&start=1&end=2&step=1"),
+    )
+    .await
+    .error(400, "bad_data");
+    assert_eq!(
+        m,
+        "invalid parameter \"query\": 1:20: parse error: experimental duration expression is not enabled"
+    );
+    // On: `step()` is the query's step, `smoothed` interpolates.
+    let app = router(state_with(ApiConfig {
+        experimental_functions: true,
+        ..ApiConfig::default()
+    }));
+    let w = remote_write(
+        None,
+        vec![series(
+            &[("__name__", "m")],
+            &[(0, 0.0), (1_000, 1.0), (2_000, 2.0), (3_000, 3.0)],
+        )],
+        vec![],
+    );
+    assert_eq!(call(&app, w).await.status, StatusCode::NO_CONTENT);
+    let d = call(
+        &app,
+        get("/api/v1/query_range?query=count_over_time(m[step()%2Bstep()])&start=2&end=3&step=1"),
+    )
+    .await
+    .data();
+    assert_eq!(
+        d["result"][0]["values"],
+        serde_json::json!([[2, "2"], [3, "2"]])
+    );
+    let d = call(&app, get("/api/v1/query?query=m%20smoothed&time=1.25"))
+        .await
+        .data();
+    assert_eq!(d["result"][0]["value"], serde_json::json!([1.25, "1.25"]));
+}

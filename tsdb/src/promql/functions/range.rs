@@ -2,6 +2,7 @@
 //! `idelta`, `resets`, `changes`, `deriv`, `predict_linear`, `double_exponential_smoothing`
 //! and the `*_over_time` family.
 
+mod extended;
 mod steps;
 
 use promql_parser::parser::Expr;
@@ -261,6 +262,9 @@ impl Evaluator<'_> {
         let mi = if name == "quantile_over_time" { 1 } else { 0 };
         let marg = args[mi];
         let keep_name = name == "last_over_time" || name == "first_over_time";
+        if let Some((ms, m)) = self.modified_matrix(marg) {
+            return self.extended_range_function(kind, ms, m, marg, t).map(Some);
+        }
         if let Some(v) = self.stepped_range_function(kind, marg, keep_name, t)? {
             return Ok(Some(Val::Vector(v)));
         }
@@ -352,7 +356,7 @@ impl Evaluator<'_> {
     }
 
     /// Prometheus's info annotation for `rate`/`increase` over a metric not named as a counter.
-    fn check_counter_name(&mut self, labels: &Labels, marg: &Expr) {
+    pub(super) fn check_counter_name(&mut self, labels: &Labels, marg: &Expr) {
         let metric = labels.metric_name().unwrap_or("");
         if !metric.is_empty()
             && !["_total", "_sum", "_count", "_bucket"]

@@ -10,7 +10,8 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn selector(text: &str) -> Selector {
-    let p = crate::promql::parse_query(&format!("info(x, {text})")).unwrap();
+    let ctx = crate::promql::ParseContext::default();
+    let p = crate::promql::parse_query(&format!("info(x, {text})"), &ctx).unwrap();
     let Expr::Call(c) = p.expr else {
         panic!("not a call")
     };

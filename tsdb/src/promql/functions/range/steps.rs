@@ -29,6 +29,10 @@ impl Evaluator<'_> {
         let Some(ms) = one_pass_matrix(kind, marg) else {
             return Ok(None);
         };
+        // `anchored`/`smoothed` windows take the per-step path.
+        if self.modifier(&ms.vs).is_some() {
+            return Ok(None);
+        }
         let range = duration_ms(&ms.range);
         let off = offset_ms(&ms.vs.offset);
         let series = self.series_of(&ms.vs)?;
@@ -92,6 +96,9 @@ impl Evaluator<'_> {
         let Some(ms) = one_pass_matrix(kind, marg) else {
             return Ok(None);
         };
+        if self.modifier(&ms.vs).is_some() {
+            return Ok(None);
+        }
         let keep_name = name == "last_over_time" || name == "first_over_time";
         let counter_check = matches!(kind, RangeFn::Rate | RangeFn::Increase);
         let range = duration_ms(&ms.range);
