@@ -201,7 +201,7 @@ pub(crate) fn load(path: &Path, head: &mut Head) -> Result<(), TsdbError> {
     decode(&body[MAGIC.len()..], head).ok_or_else(|| corrupt(path))
 }
 
-fn decode(body: &[u8], head: &mut Head) -> Option<()> {
+pub(crate) fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     let mut r = Reader::new(body);
     let next_id = r.id()?;
     let min_t = r.varint()?;
