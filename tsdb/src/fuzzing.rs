@@ -13,11 +13,12 @@ pub use wire::{ingest, remote_write};
 
 use crate::labels::{Labels, METRIC_NAME};
 
-/// A label set as every reader expects one: names sorted, unique, values non-empty.
+/// A label set as every reader expects one: names sorted, unique, non-empty, values non-empty.
 fn assert_well_formed(labels: &Labels) {
     let names: Vec<&str> = labels.iter().map(|l| &*l.name).collect();
     assert!(names.windows(2).all(|w| w[0] < w[1]), "{labels:?}");
     assert!(labels.iter().all(|l| !l.value.is_empty()), "{labels:?}");
+    assert!(labels.iter().all(|l| !l.name.is_empty()), "{labels:?}");
 }
 
 /// A series' label set as ingest accepts one: well formed, with a metric name.

@@ -305,7 +305,9 @@ fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeE
             }
             3 => s.exemplars.push(decode_exemplar(expect_len(field, v)?)?),
             4 => {
-                expect_len(field, v)?;
+                // Not decoded (not stored yet), but a malformed one fails the request, as in
+                // Prometheus's receiver.
+                fields(expect_len(field, v)?, |_, _| Ok(()))?;
                 s.histograms += 1;
             }
             _ => {}
@@ -323,6 +325,21 @@ mod tests {
 
     use super::*;
     use crate::api::remote_proto::{self, Opaque, TimeSeries, WriteRequest};
+
+    /// Found by the `remote_write` fuzz target: a malformed native histogram was accepted.
+    #[test]
+    fn a_malformed_histogram_fails_the_request() {
+        let histogram = [0x0a, 0x05]; // a field claiming 5 bytes, with none
+        let mut series = vec![0x22, histogram.len() as u8];
+        series.extend(histogram);
+        let mut req = vec![0x0a, series.len() as u8];
+        req.extend(&series);
+        assert_eq!(
+            decode_write_request(&req, |_| {}).unwrap_err(),
+            DecodeError::Truncated
+        );
+        assert!(WriteRequest::decode(&req[..]).is_err());
+    }
 
     fn exemplar() -> impl Strategy<Value = remote_proto::Exemplar> {
         (
