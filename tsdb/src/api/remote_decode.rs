@@ -82,7 +82,8 @@ fn fields_at<'a>(
     while pos < buf.len() {
         let start = pos;
         let key = varint(buf, &mut pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Key(key))?;
+        // A key (field number and wire type) is a 32-bit varint, as `prost` reads it.
+        let field = u32::try_from(key).map_err(|_| DecodeError::Key(key))? >> 3;
         if field == 0 {
             return Err(DecodeError::Key(key));
         }
@@ -351,6 +352,17 @@ mod tests {
             );
             assert_eq!(ours.is_ok(), last == 0x01);
         }
+    }
+
+    /// Found by the `remote_write` fuzz target: a field key over 32 bits was accepted.
+    #[test]
+    fn a_key_over_32_bits_fails_the_request() {
+        let req = [0x80, 0x80, 0x80, 0x80, 0x10, 0x00]; // key 2^32, a varint 0
+        assert_eq!(
+            decode_write_request(&req, |_| {}).unwrap_err(),
+            DecodeError::Key(1 << 32)
+        );
+        assert!(WriteRequest::decode(&req[..]).is_err());
     }
 
     /// Found by the `remote_write` fuzz target: a malformed native histogram was accepted.
