@@ -9,7 +9,7 @@
 //! A consumer group has at most one member at a time on the embedded bus.
 
 mod offsets;
-mod segment;
+pub(crate) mod segment;
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};

@@ -32,6 +32,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod embedded;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 mod metrics;
 pub mod proto;

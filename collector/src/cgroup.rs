@@ -24,7 +24,7 @@ use crate::{Error, Result};
 
 pub mod identity;
 mod mounts;
-mod parse;
+pub(crate) mod parse;
 mod read;
 mod stats;
 mod v1;

@@ -19,6 +19,9 @@ pub mod cgroup;
 pub mod config;
 pub mod containerlog;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod pipeline;
 pub mod resolve;

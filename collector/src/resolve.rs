@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::cgroup::identity::PathIdentity;
 
-mod docker;
-mod kubelet;
+pub(crate) mod docker;
+pub(crate) mod kubelet;
 
 pub use docker::DockerIdentity;
 pub use kubelet::KubeletIdentity;

@@ -15,7 +15,7 @@ pub mod remote_decode;
 pub mod remote_proto;
 pub mod response;
 mod targets;
-mod write;
+pub(crate) mod write;
 
 #[cfg(test)]
 mod tests;

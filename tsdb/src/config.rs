@@ -84,7 +84,7 @@ pub struct RetentionRule {
 
 /// The matchers of a series selector (`name{label op "value", …}`).
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
-    let expr = promql_parser::parser::parse(s)?;
+    let expr = crate::promql::parse_expr(s)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series selector"));
     };

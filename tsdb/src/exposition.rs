@@ -492,6 +492,11 @@ fn parse_labels<'a>(
         let label_at = cur.pos;
         let label = if cur.peek() == Some('"') {
             let s = cur.quoted()?;
+            if s.is_empty() {
+                // A quoted metric or label name, like any other, is never empty.
+                cur.pos = label_at;
+                return Err(cur.err("empty name"));
+            }
             cur.skip_blanks();
             if cur.peek() != Some('=') {
                 if name.is_some() {

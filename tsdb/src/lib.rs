@@ -10,6 +10,9 @@ pub mod chunk;
 pub mod config;
 pub mod exemplar;
 pub mod exposition;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 pub mod ingest;
 pub mod labels;

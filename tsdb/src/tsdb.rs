@@ -9,7 +9,7 @@
 mod annotations;
 pub(crate) mod block;
 mod blocks;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod downsample;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -102,7 +102,7 @@ pub(crate) fn frame_with(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Reads the valid records of one segment; returns them and the length of the valid prefix.
-fn read_segment(data: &[u8]) -> (Vec<Record>, usize) {
+pub(crate) fn read_segment(data: &[u8]) -> (Vec<Record>, usize) {
     let mut recs = Vec::new();
     let mut off = 0;
     while data.len() - off >= FRAME_HEADER {

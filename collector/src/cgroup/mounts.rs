@@ -151,8 +151,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        if b[i] == b'\\'
+            && let Some(v) = b.get(i + 1..i + 4).and_then(octal_byte)
+        {
             out.push(v);
             i += 4;
         } else {
@@ -163,9 +164,27 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The byte three octal digits spell (`040`), if they do (at most `377`).
+fn octal_byte(digits: &[u8]) -> Option<u8> {
+    let v = digits.iter().try_fold(0u16, |v, &c| {
+        matches!(c, b'0'..=b'7').then(|| v * 8 + u16::from(c - b'0'))
+    })?;
+    u8::try_from(v).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `cgroup` fuzz target: `\999` overflowed (a panic in debug builds, a wrong
+    /// byte in release ones). What is not an octal escape of a byte stays as it is.
+    #[test]
+    fn unescape_takes_only_octal_bytes() {
+        assert_eq!(unescape(r"/a\040b\011c\134"), "/a b\tc\\");
+        for kept in [r"\999", r"\400", r"\08", r"x\04"] {
+            assert_eq!(unescape(kept), kept);
+        }
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

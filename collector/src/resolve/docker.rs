@@ -80,7 +80,7 @@ impl DockerIdentity {
 }
 
 /// Names from an HTTP/1.x response to `GET /containers/<id>/json`.
-fn parse_response(resp: &[u8]) -> Result<Names> {
+pub(crate) fn parse_response(resp: &[u8]) -> Result<Names> {
     let split = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 
 use super::response::ApiError;
 use crate::labels::METRIC_NAME;
@@ -183,7 +183,7 @@ pub fn parse_match_sets(selectors: &[&str]) -> Result<Vec<Vec<Matcher>>, String>
 
 /// One series selector (`up{job="a"}`), as Prometheus's `ParseMetricSelector`.
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    let expr = parser::parse(s)?;
+    let expr = crate::promql::parse_expr(s)?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series selector"));
     };

@@ -52,6 +52,10 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or(DecodeError::Truncated)?;
         *pos += 1;
+        // The tenth byte holds the 64th bit alone; more overflows (refused, as by `prost`).
+        if shift == 63 && b > 1 {
+            return Err(DecodeError::Varint);
+        }
         v |= u64::from(b & 0x7f) << shift;
         if b < 0x80 {
             return Ok(v);
@@ -78,7 +82,8 @@ fn fields_at<'a>(
     while pos < buf.len() {
         let start = pos;
         let key = varint(buf, &mut pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Key(key))?;
+        // A key (field number and wire type) is a 32-bit varint, as `prost` reads it.
+        let field = u32::try_from(key).map_err(|_| DecodeError::Key(key))? >> 3;
         if field == 0 {
             return Err(DecodeError::Key(key));
         }
@@ -305,7 +310,9 @@ fn decode_series<'a>(buf: &'a [u8], s: &mut SeriesRef<'a>) -> Result<(), DecodeE
             }
             3 => s.exemplars.push(decode_exemplar(expect_len(field, v)?)?),
             4 => {
-                expect_len(field, v)?;
+                // Not decoded (not stored yet), but a malformed one fails the request, as in
+                // Prometheus's receiver.
+                fields(expect_len(field, v)?, |_, _| Ok(()))?;
                 s.histograms += 1;
             }
             _ => {}
@@ -323,6 +330,55 @@ mod tests {
 
     use super::*;
     use crate::api::remote_proto::{self, Opaque, TimeSeries, WriteRequest};
+
+    /// Found by the `remote_write` fuzz target: a varint of more than 64 bits was accepted.
+    #[test]
+    fn an_overflowing_varint_fails_the_request() {
+        let mut ts = [0xff; 10];
+        let mut sample = vec![0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        for last in [0x01, 0x02] {
+            ts[9] = last;
+            sample.truncate(10);
+            sample.extend(ts);
+            let mut series = vec![0x12, sample.len() as u8];
+            series.extend(&sample);
+            let mut req = vec![0x0a, series.len() as u8];
+            req.extend(&series);
+            let ours = decode_write_request(&req, |_| {});
+            assert_eq!(
+                ours.is_ok(),
+                WriteRequest::decode(&req[..]).is_ok(),
+                "{last}"
+            );
+            assert_eq!(ours.is_ok(), last == 0x01);
+        }
+    }
+
+    /// Found by the `remote_write` fuzz target: a field key over 32 bits was accepted.
+    #[test]
+    fn a_key_over_32_bits_fails_the_request() {
+        let req = [0x80, 0x80, 0x80, 0x80, 0x10, 0x00]; // key 2^32, a varint 0
+        assert_eq!(
+            decode_write_request(&req, |_| {}).unwrap_err(),
+            DecodeError::Key(1 << 32)
+        );
+        assert!(WriteRequest::decode(&req[..]).is_err());
+    }
+
+    /// Found by the `remote_write` fuzz target: a malformed native histogram was accepted.
+    #[test]
+    fn a_malformed_histogram_fails_the_request() {
+        let histogram = [0x0a, 0x05]; // a field claiming 5 bytes, with none
+        let mut series = vec![0x22, histogram.len() as u8];
+        series.extend(histogram);
+        let mut req = vec![0x0a, series.len() as u8];
+        req.extend(&series);
+        assert_eq!(
+            decode_write_request(&req, |_| {}).unwrap_err(),
+            DecodeError::Truncated
+        );
+        assert!(WriteRequest::decode(&req[..]).is_err());
+    }
 
     fn exemplar() -> impl Strategy<Value = remote_proto::Exemplar> {
         (

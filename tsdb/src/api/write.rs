@@ -327,7 +327,11 @@ pub(super) fn decode(
     body: &[u8],
     v2: bool,
 ) -> Result<Decoded, (StatusCode, String)> {
-    let max = state.config().max_body();
+    decode_body(body, v2, state.config().max_body())
+}
+
+/// [`decode`] with the largest decompressed body `max`.
+fn decode_body(body: &[u8], v2: bool, max: usize) -> Result<Decoded, (StatusCode, String)> {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     match snap::raw::decompress_len(body) {
         Ok(n) if n > max => {
@@ -566,4 +570,21 @@ fn from_v2(req: RequestV2) -> Decoded {
         metadata,
         bad_exemplar,
     }
+}
+
+/// For `crate::fuzzing`: decodes a request body as [`remote_write`] does, then the series'
+/// label sets as the store builds them; the sample count and series that reach the store.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn decode_for_fuzzing(
+    body: &[u8],
+    v2: bool,
+    max: usize,
+) -> Result<(usize, Vec<SeriesSamples>), String> {
+    let d = decode_body(body, v2, max).map_err(|(_, m)| m)?;
+    let (mut series, _) = d.raw.to_series();
+    series.extend(d.batch);
+    for e in &d.exemplars {
+        assert!(!e.exemplars.is_empty(), "a series with no exemplars");
+    }
+    Ok((d.raw.num_samples(), series))
 }

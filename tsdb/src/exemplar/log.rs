@@ -345,7 +345,7 @@ fn write_snapshot(dir: &Path, st: &mut State) -> Result<(File, u64), ExemplarLog
     Ok((file, data.len() as u64))
 }
 
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -486,7 +486,7 @@ fn decode(payload: &[u8]) -> Option<Vec<Item>> {
 }
 
 /// Adds the file's exemplars to `buffer`; returns the length of the valid prefix.
-fn replay(data: &[u8], buffer: &mut ExemplarBuffer) -> usize {
+pub(crate) fn replay(data: &[u8], buffer: &mut ExemplarBuffer) -> usize {
     let mut series: HashMap<u64, Labels> = HashMap::new();
     let mut off = 0;
     while data.len() - off >= FRAME_HEADER {

@@ -45,6 +45,15 @@ fn quoted_utf8_names() {
     assert_eq!(s.labels.get("b"), Some("c"));
 }
 
+/// Found by the `exposition` fuzz target: `{""} 2` was a sample without a metric name.
+#[test]
+fn empty_quoted_names_are_refused() {
+    for line in [r#"{""} 2"#, r#"{"x", ""="v"} 2"#, r#"x{""="v"} 2"#] {
+        let e = parse(line, Format::Prometheus).unwrap_err();
+        assert_eq!(e.message, "empty name", "{line}");
+    }
+}
+
 #[test]
 fn metadata_from_help_type_unit() {
     let text = "# HELP http_requests_total The total number\\nof requests.\n\

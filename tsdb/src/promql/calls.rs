@@ -87,7 +87,7 @@ pub(crate) fn call_sites(text: &str) -> Vec<CallSite> {
 /// selector of empty-matching matchers and the query has `info()` selectors, each of them gets
 /// a non-empty marker matcher for the parse, which is then removed from the AST.
 pub(crate) fn parse(text: &str, sites: &[CallSite]) -> Result<Expr, String> {
-    let err = match promql_parser::parser::parse(text) {
+    let err = match super::parse_expr(text) {
         Ok(e) => return Ok(e),
         Err(e) => e,
     };
@@ -105,7 +105,7 @@ pub(crate) fn parse(text: &str, sites: &[CallSite]) -> Result<Expr, String> {
         let sep = if empty { "" } else { "," };
         marked.insert_str(at, &format!("{MARKER}=\"1\"{sep}"));
     }
-    match promql_parser::parser::parse(&marked) {
+    match super::parse_expr(&marked) {
         Ok(mut e) => {
             strip_markers(&mut e);
             Ok(e)

@@ -367,3 +367,15 @@ fn range_output_joins_steps_by_labels_and_rejects_duplicates_within_one() {
     assert_eq!(out.series.len(), 2);
     assert_eq!(out.series[1].1.len(), 2);
 }
+
+/// Found by the `promql` fuzz target: promql-parser 0.11 panics on a range of 5e53 seconds.
+#[test]
+fn a_parser_panic_is_a_bad_query() {
+    let q = "up[500000000000000000000000000000000000000000000000000000]";
+    assert!(matches!(
+        parse_query(q, &ParseContext::default()),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(crate::api::params::parse_selector(q).is_err());
+    assert!(crate::config::parse_selector(q).is_err());
+}

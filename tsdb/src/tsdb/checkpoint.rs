@@ -201,7 +201,7 @@ pub(crate) fn load(path: &Path, head: &mut Head) -> Result<(), TsdbError> {
     decode(&body[MAGIC.len()..], head).ok_or_else(|| corrupt(path))
 }
 
-fn decode(body: &[u8], head: &mut Head) -> Option<()> {
+pub(crate) fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     let mut r = Reader::new(body);
     let next_id = r.id()?;
     let min_t = r.varint()?;
@@ -217,6 +217,10 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     let n = r.count()?;
     for _ in 0..n {
         let id: SeriesId = r.id()?;
+        // Every id was handed out before `next_id` (the head is a vector indexed by id).
+        if id >= next_id {
+            return None;
+        }
         let nl = r.count()?;
         let mut pairs = Vec::with_capacity(nl);
         for _ in 0..nl {
@@ -270,4 +274,32 @@ fn decode(body: &[u8], head: &mut Head) -> Option<()> {
     head.reserve_ids(next_id);
     head.set_bounds(min_t, max_t);
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::ChunkStore;
+
+    /// Fuzzing the decoder showed that it took any series id; one at or past the checkpoint's
+    /// next id cannot have been written, so the checkpoint is corrupt.
+    #[test]
+    fn a_series_id_past_next_id_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let new_head = || Head::new(&crate::TsdbConfig::default(), store.clone());
+        let mut head = new_head();
+        head.reserve_ids(6);
+        let labels = Labels::from_pairs([("__name__", "up")]);
+        head.insert_series(5, &labels, MemSeries::default());
+        head.apply_sample(5, Sample { t: 1000, v: 1.0 });
+        let mut file = Vec::new();
+        encode(&head, &mut file).unwrap();
+        let body = &file[MAGIC.len()..file.len() - 4];
+        assert_eq!(body[0], 6, "next id");
+        assert!(decode(body, &mut new_head()).is_some());
+        let mut bad = body.to_vec();
+        bad[0] = 5;
+        assert!(decode(&bad, &mut new_head()).is_none());
+    }
 }

@@ -25,7 +25,7 @@ use crate::head::{Index, SeriesId};
 use crate::labels::Labels;
 use crate::wal::record::{Reader, put_bytes, put_uvarint, put_varint};
 
-const MAGIC: &[u8; 8] = b"SXTIDX02";
+pub(crate) const MAGIC: &[u8; 8] = b"SXTIDX02";
 /// Bytes of a chunk's CRC-32, which follows it in the chunks file.
 const CRC_LEN: u64 = 4;
 

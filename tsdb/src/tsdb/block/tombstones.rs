@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::head::SeriesId;
 use crate::wal::record::{Reader, put_uvarint, put_varint};
 
-const MAGIC: &[u8; 8] = b"SXTTMB01";
+pub(crate) const MAGIC: &[u8; 8] = b"SXTTMB01";
 pub(crate) const FILE: &str = "tombstones";
 
 /// Deleted closed ranges `(mint, maxt)` per series number.
