@@ -8,6 +8,7 @@
 pub mod api;
 pub mod chunk;
 pub mod config;
+pub mod duration;
 pub mod exemplar;
 pub mod exposition;
 #[cfg(any(test, feature = "fuzzing"))]

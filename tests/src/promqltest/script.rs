@@ -298,40 +298,10 @@ pub fn parse_duration_ms(s: &str) -> Result<i64> {
         Some(b) => (true, b),
         None => (false, s),
     };
-    if body == "0" {
-        return Ok(0);
-    }
-    let mut total: i64 = 0;
-    let mut rest = body;
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            bail!("invalid duration {s:?}");
-        }
-        let n: i64 = rest[..digits].parse()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            u => bail!("invalid duration unit {u:?} in {s:?}"),
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    Ok(if neg { -total } else { total })
+    let ms =
+        tsdb::duration::parse_ms(body).map_err(|e| anyhow!("invalid duration {s:?}: {e:?}"))?;
+    let ms = i64::try_from(ms)?;
+    Ok(if neg { -ms } else { ms })
 }
 
 /// A number as Go's `strconv.ParseInt(s, 0, 64)` or `ParseFloat` reads it.

@@ -126,44 +126,9 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     parse_prom_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
 }
 
-/// Prometheus's `model.ParseDuration`: units in descending order, each at most once.
+/// Prometheus's `model.ParseDuration`, in milliseconds.
 fn parse_prom_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut next_unit = 0;
-    let mut total: i64 = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let idx = UNITS.iter().position(|(u, _)| *u == unit)?;
-        if idx < next_unit {
-            return None;
-        }
-        next_unit = idx + 1;
-        total = total.checked_add(n.checked_mul(UNITS[idx].1)?)?;
-    }
-    Some(total)
+    i64::try_from(crate::duration::parse_ms(s).ok()?).ok()
 }
 
 /// Parses `match[]` selectors into matcher sets (a selector with `or` gives several sets).

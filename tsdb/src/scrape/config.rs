@@ -275,59 +275,22 @@ pub fn check_target_address(address: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Prometheus's duration notation (`model.Duration`): `1y2w3d4h5m6s7ms` with every part
-/// optional, years of 365 days. Written here because humantime's grammar differs (spaces,
-/// 365.25-day years, no bare `0`).
+/// Prometheus's duration notation (`model.Duration`) in configuration files: parsed by
+/// [`crate::duration`], formatted as Prometheus prints it, and serde helpers.
 pub mod prom_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
+    use crate::duration::{DurationError, UNITS, parse_ms};
 
     /// Parses `0`, `15s`, `1m30s`, `1h`, `500ms`, `2d`…; units must appear in decreasing order.
     pub fn parse(s: &str) -> Result<Duration, String> {
-        if s == "0" {
-            return Ok(Duration::ZERO);
+        match parse_ms(s) {
+            Ok(ms) => Ok(Duration::from_millis(ms)),
+            Err(DurationError::Overflow) => Err(format!("duration out of range: {s:?}")),
+            Err(_) => Err(format!("not a valid duration string: {s:?}")),
         }
-        let bad = || format!("not a valid duration string: {s:?}");
-        if s.is_empty() {
-            return Err(bad());
-        }
-        let mut rest = s;
-        let mut ms: u64 = 0;
-        let mut next_unit = 0;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(bad());
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-            rest = &rest[digits..];
-            // `ms` before `m`, so try the longest unit name first.
-            let (idx, unit) = UNITS
-                .iter()
-                .enumerate()
-                .skip(next_unit)
-                .filter(|(_, (name, _))| rest.starts_with(name))
-                .max_by_key(|(_, (name, _))| name.len())
-                .ok_or_else(bad)?;
-            rest = &rest[unit.0.len()..];
-            ms = n
-                .checked_mul(unit.1)
-                .and_then(|v| ms.checked_add(v))
-                .ok_or_else(|| format!("duration out of range: {s:?}"))?;
-            next_unit = idx + 1;
-        }
-        Ok(Duration::from_millis(ms))
     }
 
     /// Formats as Prometheus does (`1m`, `1h30m`, `90d`, `0s`).

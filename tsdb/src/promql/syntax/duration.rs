@@ -4,6 +4,7 @@
 
 use super::lex::{Kind, Lexer, Token};
 use super::{SyntaxError, parse_error};
+use crate::duration::DurationError;
 
 /// A duration expression. Spans are byte offsets into the query text, as upstream's
 /// `PositionRange` (used in error messages).
@@ -216,51 +217,16 @@ fn parse_number(text: &str) -> Option<f64> {
 
 /// Prometheus's `model.ParseDuration`, in seconds as Go's `Duration.Seconds()` gives them.
 fn parse_duration(text: &str) -> Result<f64, String> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
     let bad = || format!("bad number or duration syntax: {text:?}");
     if !lexes_as_duration(text) {
         return Err(bad());
     }
-    let mut rest = text;
-    let mut next_unit = 0;
-    let mut total: u64 = 0;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let Some(i) = UNITS.iter().position(|(u, _)| *u == unit) else {
-            return Err(if unit.is_empty() {
-                bad()
-            } else {
-                format!("unknown unit {unit:?} in duration {text:?}")
-            });
-        };
-        if i < next_unit {
-            return Err(format!("not a valid duration string: {text:?}"));
-        }
-        next_unit = i + 1;
-        total = n
-            .checked_mul(UNITS[i].1)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration out of range: {text:?}"))?;
-    }
+    let total = crate::duration::parse_ms(text).map_err(|e| match e {
+        DurationError::Syntax => bad(),
+        DurationError::UnknownUnit(unit) => format!("unknown unit {unit:?} in duration {text:?}"),
+        DurationError::Order => format!("not a valid duration string: {text:?}"),
+        DurationError::Overflow => format!("duration out of range: {text:?}"),
+    })?;
     Ok((total / 1000) as f64 + ((total % 1000) * 1_000_000) as f64 / 1e9)
 }
 
