@@ -50,31 +50,47 @@ fn read_all(data: &[u8]) {
     }
 }
 
+/// Runs `target` over every file of `<crate_dir>/fuzz/corpus/<name>/` and
+/// `<crate_dir>/fuzz/regressions/<name>/`: the stable regression test of a fuzz target, shared
+/// by the crates that have fuzz targets (through [`fuzz_corpus_tests`](crate::fuzz_corpus_tests)).
+pub fn replay(crate_dir: &std::path::Path, name: &str, target: fn(&[u8])) {
+    let root = crate_dir.join("fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e
+                .unwrap_or_else(|e| panic!("listing the corpus of {name}: {e}"))
+                .path();
+            let data =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            eprintln!("{}", path.display());
+            target(&data);
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no corpus for fuzz target {name}");
+}
+
+/// One `#[test]` per named fuzz target of the calling crate's `fuzzing` module, running it over
+/// its checked-in corpus and crash reproducers with [`fuzzing::replay`](crate::fuzzing::replay).
+#[macro_export]
+macro_rules! fuzz_corpus_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            $crate::fuzzing::replay(
+                ::std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+                stringify!($name),
+                super::$name,
+            );
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Runs `target` over every file of `fuzz/corpus/<name>/` and `fuzz/regressions/<name>/`.
-    fn replay(name: &str, target: fn(&[u8])) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                eprintln!("{}", path.display());
-                target(&data);
-                n += 1;
-            }
-        }
-        assert!(n > 0, "no corpus for fuzz target {name}");
-    }
-
-    #[test]
-    fn segment_corpus() {
-        replay("segment", super::segment);
-    }
+    crate::fuzz_corpus_tests!(segment);
 }

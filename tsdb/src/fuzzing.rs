@@ -32,37 +32,7 @@ fn assert_series_labels(labels: &Labels) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Runs `target` over every file of `fuzz/corpus/<name>/` and `fuzz/regressions/<name>/`.
-    fn replay(name: &str, target: fn(&[u8])) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                eprintln!("{}", path.display());
-                target(&data);
-                n += 1;
-            }
-        }
-        assert!(n > 0, "no corpus for fuzz target {name}");
-    }
-
-    macro_rules! corpus_tests {
-        ($($name:ident),* $(,)?) => {$(
-            #[test]
-            fn $name() {
-                replay(stringify!($name), super::$name);
-            }
-        )*};
-    }
-
-    corpus_tests!(
+    bus::fuzz_corpus_tests!(
         api_params,
         block_index,
         checkpoint,
